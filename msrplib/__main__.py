@@ -1,0 +1,62 @@
+"""``python -m msrplib``: command-line entry point.
+
+``python -m msrplib decode`` parses RFC 4975's example exchange from bytes and
+prints each chunk with its decoded headers.
+"""
+
+import argparse
+import sys
+
+from msrplib import __version__
+from msrplib.protocol import MSRPParser, CHUNK_START, BODY, CHUNK_END
+
+RFC4975_EXAMPLE = (
+    b"MSRP a786hjs2 SEND\r\n"
+    b"To-Path: msrp://biloxi.example.com:12763/kjhd37s2s20w2a;tcp\r\n"
+    b"From-Path: msrp://atlanta.example.com:7654/jshA7weztas;tcp\r\n"
+    b"Message-ID: 87652491\r\n"
+    b"Byte-Range: 1-25/25\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"Hey Bob, are you there?\r\n"
+    b"-------a786hjs2$\r\n"
+    b"MSRP a786hjs2 200 OK\r\n"
+    b"To-Path: msrp://atlanta.example.com:7654/jshA7weztas;tcp\r\n"
+    b"From-Path: msrp://biloxi.example.com:12763/kjhd37s2s20w2a;tcp\r\n"
+    b"-------a786hjs2$\r\n"
+)
+
+
+def decode(data, out):
+    """Parse ``data`` and print every chunk with its decoded headers to ``out``."""
+    parser = MSRPParser()
+    body = []
+    for kind, value in parser.feed(data):
+        if kind == CHUNK_START:
+            chunk = value
+            body = []
+            out.write('%s\n' % chunk.first_line)
+            for name, header in chunk.headers.items():
+                out.write('    %-14s %r\n' % (name + ':', header.decoded))
+        elif kind == BODY:
+            body.append(value)
+        elif kind == CHUNK_END:
+            if body:
+                out.write('    body: %r\n' % b''.join(body))
+            out.write('    end: %s\n\n' % value)
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog='python -m msrplib', description='msrplib %s' % __version__)
+    commands = parser.add_subparsers(dest='command')
+    commands.add_parser('decode', help="parse RFC 4975's example exchange and print it")
+    args = parser.parse_args(argv)
+    if args.command in (None, 'decode'):
+        decode(RFC4975_EXAMPLE, sys.stdout)
+        return 0
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,998 @@
+"""MSRP entities and their wire format, with no I/O (RFC 4975 §6-§9).
+
+This module holds the pure data of the protocol: :class:`URI` and
+:class:`ConnectInfo`, the typed headers, :class:`MSRPData` (one chunk) and
+:class:`MSRPParser`, an incremental parser that takes bytes in any split and
+returns events.  It never touches a socket and never imports gevent.
+
+Theory of operation of the parser
+---------------------------------
+A connection carries chunks back to back.  Each chunk is a start line, header
+lines, optionally an empty line and a body, then an end-line
+``-------<transaction-id><flag>CRLF``.  The only way to find the end of a body
+is to search for ``CRLF -------<transaction-id>`` followed by a flag and CRLF,
+so the parser has two states:
+
+========== ============================================ =====================
+state      waits for                                    then
+========== ============================================ =====================
+HEAD       start line and headers, up to the empty      BODY, or HEAD again
+           line (body follows) or the end-line (none)   when there is no body
+BODY       the end-line of the current transaction      HEAD
+========== ============================================ =====================
+
+In HEAD the unparsed bytes stay in a buffer whose size is bounded by the
+limits given to the constructor.  In BODY the parser hands out every byte it
+can prove is body and keeps only a tail shorter than the end-line, so a body
+of any size costs bounded memory.
+"""
+
+import enum
+import os
+import re
+from collections import namedtuple
+
+from msrplib import MSRPError
+
+__all__ = [
+    'ParsingError', 'HeaderParsingError', 'ChunkParseError', 'InvalidStartLine',
+    'InvalidHeaderLine', 'InvalidEndLine', 'LimitExceeded',
+    'ConnectInfo', 'URI', 'parse_uri',
+    'ByteRange', 'Status', 'ContentDisposition',
+    'SimpleHeaderType', 'UTF8HeaderType', 'URIHeaderType', 'IntegerHeaderType',
+    'LimitedChoiceHeaderType', 'SuccessReportHeaderType', 'FailureReportHeaderType',
+    'ByteRangeHeaderType', 'StatusHeaderType', 'ContentDispositionHeaderType',
+    'ParameterListHeaderType', 'DigestHeaderType',
+    'MSRPHeader', 'MSRPNamedHeader', 'ToPathHeader', 'FromPathHeader', 'MessageIDHeader',
+    'SuccessReportHeader', 'FailureReportHeader', 'ByteRangeHeader', 'StatusHeader',
+    'ExpiresHeader', 'MinExpiresHeader', 'MaxExpiresHeader', 'UsePathHeader',
+    'WWWAuthenticateHeader', 'AuthorizationHeader', 'AuthenticationInfoHeader',
+    'ContentTypeHeader', 'ContentIDHeader', 'ContentDescriptionHeader',
+    'ContentDispositionHeader', 'UseNicknameHeader', 'header_class',
+    'MSRPData', 'MSRPParser', 'ParserEvent', 'CHUNK_START', 'BODY', 'CHUNK_END', 'random_transaction_id', 'random_message_id',
+    'END_LINE_DASHES',
+]
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+class ParsingError(MSRPError):
+    """Text that should be MSRP (a URI, a header value, a chunk) is not."""
+
+
+class HeaderParsingError(ParsingError):
+    """A header value cannot be decoded (or a required header is missing).
+
+    ``header`` is the header's name, ``reason`` says what is wrong.
+    """
+
+    def __init__(self, header, reason):
+        self.header = header
+        self.reason = reason
+        ParsingError.__init__(self, 'Error parsing %s header: %s' % (header, reason))
+
+
+class ChunkParseError(ParsingError):
+    """The byte stream is not well-framed MSRP; the connection cannot go on.
+
+    Raised by :meth:`MSRPParser.feed`.  After it the parser refuses more input.
+    """
+
+
+class InvalidStartLine(ChunkParseError):
+    """The first line of a chunk is not an MSRP request or response line."""
+
+
+class InvalidHeaderLine(ChunkParseError):
+    """A header line is not ``Name: value``."""
+
+
+class InvalidEndLine(ChunkParseError):
+    """A chunk without body is not followed by a valid end-line."""
+
+
+class LimitExceeded(ChunkParseError):
+    """A size a peer controls went over its limit.
+
+    ``limit`` is the name of the limit (the constructor argument) and
+    ``value`` its configured number.
+    """
+
+    def __init__(self, limit, value, what):
+        self.limit = limit
+        self.value = value
+        ChunkParseError.__init__(self, '%s exceeds %s=%d' % (what, limit, value))
+
+
+# ---------------------------------------------------------------------------
+# URIs
+
+def _default_host():
+    from msrplib.hostinfo import default_host_ip  # the only network-aware lookup; kept out of this module
+    return default_host_ip()
+
+
+class ConnectInfo:
+    """Where to connect or listen: host, port, TLS or not, TLS credentials.
+
+    ``credentials`` is an ``ssl.SSLContext`` (or
+    :class:`msrplib.tls.TLSCredentials`) used when ``use_tls`` is true.
+    """
+
+    def __init__(self, host=None, use_tls=None, port=None, credentials=None):
+        self.host = host if host is not None else _default_host()
+        self.use_tls = True if use_tls is None else bool(use_tls)
+        self.port = port
+        self.credentials = credentials
+
+    @property
+    def scheme(self):
+        """``'msrps'`` when TLS is used, ``'msrp'`` otherwise."""
+        return 'msrps' if self.use_tls else 'msrp'
+
+    protocol_name = scheme
+
+    def __repr__(self):
+        return '%s(host=%r, use_tls=%r, port=%r)' % (type(self).__name__, self.host, self.use_tls, self.port)
+
+
+_URI_RE = re.compile(r'''
+    (?P<scheme>[mM][sS][rR][pP][sS]?)://
+    (?:(?P<user>[A-Za-z0-9\-._~!$&'()*+,;=%]+)@)?
+    (?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,=]+)
+    (?::(?P<port>[0-9]{1,5}))?
+    (?:/(?P<session_id>[A-Za-z0-9\-._~+=/%!$&'()*,:@]+))?
+    ;(?P<transport>[A-Za-z0-9\-.!%*_+`'~]+)
+    (?P<parameters>(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s]*)?)*)
+    ''', re.VERBOSE)
+
+
+class URI(ConnectInfo):
+    """An MSRP URI: ``msrp[s]://[user@]host[:port][/session-id];transport[;name=value]``.
+
+    Defaults: TLS on, host = this machine's default outbound IPv4 address,
+    a session-id of 80 random bits (pass ``session_id=''`` for a URI without
+    one, such as a relay's).  ``str(uri)`` gives the text form and
+    :meth:`URI.parse` reads it back.  ``==`` and ``hash`` follow RFC 4975
+    §6.1: scheme, host (case-insensitive), port, session-id (case-sensitive)
+    and transport (case-insensitive); user and other parameters are ignored.
+    """
+
+    def __init__(self, host=None, use_tls=None, user=None, port=None, session_id=None,
+                 transport='tcp', parameters=None, credentials=None):
+        ConnectInfo.__init__(self, host, use_tls=use_tls, port=port, credentials=credentials)
+        self.user = user
+        self.session_id = session_id if session_id is not None else os.urandom(10).hex()
+        self.transport = transport
+        self.parameters = dict(parameters) if parameters else {}
+
+    @classmethod
+    def parse(cls, text):
+        """Parse the text form of an MSRP URI; raises :class:`ParsingError`."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode('ascii')
+            except UnicodeDecodeError:
+                raise ParsingError('Invalid MSRP URI: not ASCII: %r' % (text,))
+        match = _URI_RE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ParsingError('Invalid MSRP URI: %r' % (text,))
+        port = match.group('port')
+        if port is not None:
+            port = int(port)
+            if port > 65535:
+                raise ParsingError('Invalid MSRP URI (port out of range): %r' % (text,))
+        host = match.group('host')
+        if host.startswith('['):
+            host = host[1:-1]
+        parameters = {}
+        for item in match.group('parameters').split(';')[1:]:
+            name, sep, value = item.partition('=')
+            parameters[name] = value if sep else None
+        return cls(host=host, use_tls=match.group('scheme').lower() == 'msrps', user=match.group('user'),
+                   port=port, session_id=match.group('session_id') or '', transport=match.group('transport'),
+                   parameters=parameters)
+
+    def __str__(self):
+        host = '[%s]' % self.host if ':' in self.host else self.host
+        parts = [self.scheme, '://']
+        if self.user:
+            parts += [self.user, '@']
+        parts.append(host)
+        if self.port is not None:
+            parts += [':', str(self.port)]
+        if self.session_id:
+            parts += ['/', self.session_id]
+        parts += [';', self.transport]
+        for name, value in self.parameters.items():
+            parts += [';', name] if value is None else [';', name, '=', value]
+        return ''.join(parts)
+
+    def __repr__(self):
+        return '%s(%r)' % (type(self).__name__, str(self))
+
+    def _key(self):
+        return (self.use_tls, self.host.lower(), self.port, self.session_id, self.transport.lower())
+
+    def __eq__(self, other):
+        if not isinstance(other, URI):
+            return NotImplemented
+        return self is other or self._key() == other._key()
+
+    def __ne__(self, other):
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __hash__(self):
+        return hash(self._key())
+
+
+parse_uri = URI.parse
+
+
+# ---------------------------------------------------------------------------
+# Header values and header types
+#
+# A header type is a class with two static methods, ``decode(text)`` -> value
+# and ``encode(value)`` -> text; ``decode`` raises ValueError on bad text.
+
+ByteRange = namedtuple('ByteRange', 'start end total')
+ByteRange.__doc__ = 'Value of Byte-Range: 1-based inclusive start and end, total; None stands for "*".'
+Status = namedtuple('Status', 'code comment')
+Status.__doc__ = 'Value of Status: the 3-digit code (int) and the comment (str or None).'
+ContentDisposition = namedtuple('ContentDisposition', 'disposition parameters')
+ContentDisposition.__doc__ = 'Value of Content-Disposition: the disposition type and a dict of parameters.'
+
+
+def _check_text(text):
+    # The parser keeps undecodable bytes as lone surrogates so that nothing is lost;
+    # a typed header refuses them.
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        raise ValueError('not valid UTF-8')
+    return text
+
+
+class SimpleHeaderType:
+    """A value used as it is written (a str)."""
+
+    @staticmethod
+    def decode(encoded):
+        return _check_text(encoded)
+
+    @staticmethod
+    def encode(decoded):
+        return str(decoded)
+
+
+class UTF8HeaderType(SimpleHeaderType):
+    """A UTF-8 text value (a str)."""
+
+
+class URIHeaderType:
+    """A space-separated list of MSRP URIs (a list of :class:`URI`)."""
+
+    @staticmethod
+    def decode(encoded):
+        items = encoded.split()
+        if not items:
+            raise ValueError('empty URI list')
+        try:
+            return [URI.parse(item) for item in items]
+        except ParsingError as e:
+            raise ValueError(str(e))
+
+    @staticmethod
+    def encode(decoded):
+        return ' '.join(str(uri) for uri in decoded)
+
+
+_DIGITS_RE = re.compile(r'[0-9]{1,18}')
+
+
+class IntegerHeaderType:
+    """A non-negative decimal integer (an int)."""
+
+    @staticmethod
+    def decode(encoded):
+        if not _DIGITS_RE.fullmatch(encoded):
+            raise ValueError('not a non-negative integer: %r' % (encoded,))
+        return int(encoded)
+
+    @staticmethod
+    def encode(decoded):
+        return str(int(decoded))
+
+
+class LimitedChoiceHeaderType(SimpleHeaderType):
+    """One of the strings in ``available_values``."""
+
+    available_values = ()
+
+    @classmethod
+    def decode(cls, encoded):
+        if encoded not in cls.available_values:
+            raise ValueError('not one of %s: %r' % ('/'.join(cls.available_values), encoded))
+        return encoded
+
+
+class SuccessReportHeaderType(LimitedChoiceHeaderType):
+    """Success-Report: ``yes`` or ``no``."""
+    available_values = ('yes', 'no')
+
+
+class FailureReportHeaderType(LimitedChoiceHeaderType):
+    """Failure-Report: ``yes``, ``no`` or ``partial``."""
+    available_values = ('yes', 'no', 'partial')
+
+
+_BYTE_RANGE_RE = re.compile(r'([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)')
+
+
+class ByteRangeHeaderType:
+    """``start-end/total`` (a :class:`ByteRange`; ``*`` becomes None).
+
+    Refuses start 0, end before start and total before end.
+    """
+
+    @staticmethod
+    def decode(encoded):
+        match = _BYTE_RANGE_RE.fullmatch(encoded)
+        if match is None:
+            raise ValueError('not start-end/total: %r' % (encoded,))
+        start, end, total = match.groups()
+        start = int(start)
+        end = None if end == '*' else int(end)
+        total = None if total == '*' else int(total)
+        if start < 1:
+            raise ValueError('start must be at least 1')
+        if end is not None and end < start - 1:
+            raise ValueError('end before start')
+        if total is not None and ((end is not None and total < end) or total < start - 1):
+            raise ValueError('total smaller than the range')
+        return ByteRange(start, end, total)
+
+    @staticmethod
+    def encode(decoded):
+        start, end, total = decoded
+        return '%d-%s/%s' % (start, '*' if end is None else end, '*' if total is None else total)
+
+
+_STATUS_RE = re.compile(r'([0-9]{3}) ([0-9]{3})(?: (.*))?', re.DOTALL)
+
+
+class StatusHeaderType:
+    """``000 code [comment]`` (a :class:`Status`)."""
+
+    @staticmethod
+    def decode(encoded):
+        match = _STATUS_RE.fullmatch(encoded)
+        if match is None:
+            raise ValueError('not "namespace code [comment]": %r' % (encoded,))
+        namespace, code, comment = match.groups()
+        if namespace != '000':
+            raise ValueError('unknown status namespace %s' % namespace)
+        return Status(int(code), _check_text(comment) if comment else None)
+
+    @staticmethod
+    def encode(decoded):
+        code, comment = decoded
+        return '000 %03d %s' % (code, comment) if comment else '000 %03d' % code
+
+
+_PARAM_RE = re.compile(r'\s*([A-Za-z0-9\-._~!%*+`\'|^]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^\s,;"]*))?\s*')
+_TOKEN_RE = re.compile(r'[A-Za-z0-9\-._~!%*+`\'|^]+')
+
+
+def _parse_parameters(text, separator):
+    parameters = {}
+    if not text.strip():
+        return parameters
+    position = 0
+    length = len(text)
+    while True:
+        match = _PARAM_RE.match(text, position)
+        if match is None or match.end() == position:
+            raise ValueError('malformed parameter list at %r' % text[position:position + 20])
+        name, value = match.groups()
+        if value is not None and value.startswith('"'):
+            value = re.sub(r'\\(.)', r'\1', value[1:-1])
+        parameters[name.lower() if separator == ',' else name] = value
+        position = match.end()
+        if position == length:
+            return parameters
+        if text[position] != separator:
+            raise ValueError('expected %r at %r' % (separator, text[position:position + 20]))
+        position += 1
+
+
+def _quote(value):
+    return '"%s"' % value.replace('\\', '\\\\').replace('"', '\\"')
+
+
+class ParameterListHeaderType:
+    """Comma-separated ``name=value`` pairs, values quoted or not (a dict; names lower-cased)."""
+
+    #: parameters written without quotes
+    unquoted = frozenset(['qop', 'nc', 'algorithm', 'stale'])
+
+    @staticmethod
+    def decode(encoded):
+        return _parse_parameters(_check_text(encoded), ',')
+
+    @classmethod
+    def encode(cls, decoded):
+        return ', '.join(name if value is None else
+                         '%s=%s' % (name, value if name in cls.unquoted and _TOKEN_RE.fullmatch(value) else _quote(value))
+                         for name, value in decoded.items())
+
+
+class DigestHeaderType(ParameterListHeaderType):
+    """``Digest`` followed by a parameter list (a dict of the parameters)."""
+
+    @staticmethod
+    def decode(encoded):
+        scheme, _, rest = _check_text(encoded).strip().partition(' ')
+        if scheme.lower() != 'digest':
+            raise ValueError('not a Digest value: %r' % (encoded[:40],))
+        return _parse_parameters(rest, ',')
+
+    @classmethod
+    def encode(cls, decoded):
+        return 'Digest ' + super().encode(decoded)
+
+
+class ContentDispositionHeaderType:
+    """``type; name=value; ...`` (a :class:`ContentDisposition`)."""
+
+    @staticmethod
+    def decode(encoded):
+        disposition, _, rest = _check_text(encoded).partition(';')
+        disposition = disposition.strip()
+        if not _TOKEN_RE.fullmatch(disposition):
+            raise ValueError('invalid disposition type %r' % (disposition,))
+        return ContentDisposition(disposition, _parse_parameters(rest, ';'))
+
+    @staticmethod
+    def encode(decoded):
+        disposition, parameters = decoded
+        parts = [disposition]
+        for name, value in parameters.items():
+            parts.append(name if value is None else
+                         '%s=%s' % (name, value if _TOKEN_RE.fullmatch(str(value)) else _quote(str(value))))
+        return '; '.join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Headers
+
+_UNSET = object()
+
+
+class MSRPHeader:
+    """One header: ``MSRPHeader(name, encoded=None, decoded=None)``.
+
+    Built with the name of a known header it becomes an instance of that
+    header's class (``MSRPHeader('To-Path', text)`` is a
+    :class:`ToPathHeader`); any other name gives a generic header whose value
+    is kept as text.  ``encoded`` (text) and ``decoded`` (value) are computed
+    from each other on first use; reading ``decoded`` raises
+    :class:`HeaderParsingError` when the text is not a valid value.
+    """
+
+    __slots__ = ('_name', '_encoded', '_decoded')
+    type = SimpleHeaderType
+
+    def __init__(self, name, encoded=None, decoded=None):
+        known = _HEADER_CLASSES.get(name.lower()) if type(self) is MSRPHeader else None
+        if known is not None:
+            self.__class__ = known
+            name = known.name
+        self._name = name
+        self._set(encoded, decoded)
+
+    def _set(self, encoded, decoded):
+        if encoded is None and decoded is None:
+            raise TypeError('a header needs an encoded or a decoded value')
+        self._encoded = encoded
+        self._decoded = _UNSET if decoded is None else decoded
+
+    @property
+    def name(self):
+        """The header's name as written on the wire."""
+        return self._name
+
+    @property
+    def encoded(self):
+        """The value as text."""
+        if self._encoded is None:
+            self._encoded = self.type.encode(self._decoded)
+        return self._encoded
+
+    @encoded.setter
+    def encoded(self, value):
+        self._encoded = value
+        self._decoded = _UNSET
+
+    @property
+    def decoded(self):
+        """The typed value; raises :class:`HeaderParsingError` if the text is invalid."""
+        if self._decoded is _UNSET:
+            try:
+                self._decoded = self.type.decode(self._encoded)
+            except ValueError as e:
+                raise HeaderParsingError(self.name, str(e))
+        return self._decoded
+
+    @decoded.setter
+    def decoded(self, value):
+        self._decoded = value
+        self._encoded = None
+
+    def __eq__(self, other):
+        if not isinstance(other, MSRPHeader):
+            return NotImplemented
+        return self.name.lower() == other.name.lower() and self.encoded == other.encoded
+
+    __hash__ = None
+
+    def __repr__(self):
+        return '%s(%r)' % (type(self).__name__, self.encoded)
+
+
+class MSRPNamedHeader(MSRPHeader):
+    """Base of the headers with a fixed name: ``XHeader(encoded=None, decoded=None)``."""
+
+    __slots__ = ()
+    name = None
+
+    def __init__(self, encoded=None, decoded=None):
+        self._set(encoded, decoded)
+
+
+def _named(class_name, header_name, header_type, doc):
+    cls = type(class_name, (MSRPNamedHeader,), {'__slots__': (), 'name': header_name, 'type': header_type,
+                                                '__doc__': doc, '__module__': __name__})
+    return cls
+
+
+ToPathHeader = _named('ToPathHeader', 'To-Path', URIHeaderType, 'To-Path: list of URI.')
+FromPathHeader = _named('FromPathHeader', 'From-Path', URIHeaderType, 'From-Path: list of URI.')
+MessageIDHeader = _named('MessageIDHeader', 'Message-ID', SimpleHeaderType, 'Message-ID: str.')
+SuccessReportHeader = _named('SuccessReportHeader', 'Success-Report', SuccessReportHeaderType,
+                             "Success-Report: 'yes' or 'no'.")
+FailureReportHeader = _named('FailureReportHeader', 'Failure-Report', FailureReportHeaderType,
+                             "Failure-Report: 'yes', 'no' or 'partial'.")
+ByteRangeHeader = _named('ByteRangeHeader', 'Byte-Range', ByteRangeHeaderType, 'Byte-Range: ByteRange.')
+StatusHeader = _named('StatusHeader', 'Status', StatusHeaderType, 'Status: Status.')
+ExpiresHeader = _named('ExpiresHeader', 'Expires', IntegerHeaderType, 'Expires: int seconds.')
+MinExpiresHeader = _named('MinExpiresHeader', 'Min-Expires', IntegerHeaderType, 'Min-Expires: int seconds.')
+MaxExpiresHeader = _named('MaxExpiresHeader', 'Max-Expires', IntegerHeaderType, 'Max-Expires: int seconds.')
+UsePathHeader = _named('UsePathHeader', 'Use-Path', URIHeaderType, 'Use-Path: list of URI.')
+WWWAuthenticateHeader = _named('WWWAuthenticateHeader', 'WWW-Authenticate', DigestHeaderType,
+                               'WWW-Authenticate: dict of Digest challenge parameters.')
+AuthorizationHeader = _named('AuthorizationHeader', 'Authorization', DigestHeaderType,
+                             'Authorization: dict of Digest credentials parameters.')
+AuthenticationInfoHeader = _named('AuthenticationInfoHeader', 'Authentication-Info', ParameterListHeaderType,
+                                  'Authentication-Info: dict of parameters.')
+ContentTypeHeader = _named('ContentTypeHeader', 'Content-Type', SimpleHeaderType, 'Content-Type: str.')
+ContentIDHeader = _named('ContentIDHeader', 'Content-ID', SimpleHeaderType, 'Content-ID: str.')
+ContentDescriptionHeader = _named('ContentDescriptionHeader', 'Content-Description', UTF8HeaderType,
+                                  'Content-Description: str.')
+ContentDispositionHeader = _named('ContentDispositionHeader', 'Content-Disposition', ContentDispositionHeaderType,
+                                  'Content-Disposition: ContentDisposition.')
+UseNicknameHeader = _named('UseNicknameHeader', 'Use-Nickname', UTF8HeaderType, 'Use-Nickname (RFC 7701): str.')
+
+_HEADER_CLASSES = {cls.name.lower(): cls for cls in (
+    ToPathHeader, FromPathHeader, MessageIDHeader, SuccessReportHeader, FailureReportHeader, ByteRangeHeader,
+    StatusHeader, ExpiresHeader, MinExpiresHeader, MaxExpiresHeader, UsePathHeader, WWWAuthenticateHeader,
+    AuthorizationHeader, AuthenticationInfoHeader, ContentTypeHeader, ContentIDHeader, ContentDescriptionHeader,
+    ContentDispositionHeader, UseNicknameHeader)}
+# exact spelling -> class, for the parser's fast path
+_HEADER_CLASSES_EXACT = {cls.name: cls for cls in _HEADER_CLASSES.values()}
+
+
+def header_class(name):
+    """Return the header class for ``name`` (case-insensitive), or None for an unknown name."""
+    return _HEADER_CLASSES.get(name.lower())
+
+
+def _make_header(name, encoded):
+    # What MSRPHeader(name, encoded) does, without the class swap: the parser's hot path.
+    cls = _HEADER_CLASSES_EXACT.get(name)
+    if cls is None:
+        cls = _HEADER_CLASSES.get(name.lower())
+        if cls is None:
+            header = MSRPHeader.__new__(MSRPHeader)
+            header._name = name
+            header._encoded = encoded
+            header._decoded = _UNSET
+            return header
+    header = cls.__new__(cls)
+    header._encoded = encoded
+    header._decoded = _UNSET
+    return header
+
+
+# ---------------------------------------------------------------------------
+# Chunks
+
+END_LINE_DASHES = '-------'
+
+
+def random_transaction_id():
+    """A new transaction id: 16 hex digits (64 random bits)."""
+    return os.urandom(8).hex()
+
+
+def random_message_id():
+    """A new Message-ID: 20 hex digits (80 random bits)."""
+    return os.urandom(10).hex()
+
+
+class MSRPData:
+    """One MSRP chunk: a request (``method`` set) or a response (``code`` set).
+
+    ``headers`` maps header names to header objects; ``data`` is the body
+    (bytes; a str is encoded as UTF-8); ``contflag`` is ``'$'`` (last chunk),
+    ``'+'`` (more follow) or ``'#'`` (aborted).  The properties read the
+    decoded header values and raise :class:`HeaderParsingError` on invalid
+    ones.
+    """
+
+    segment = None  # set on the "virtual" chunks of MSRPTransport.read_chunk(size)
+
+    def __init__(self, transaction_id, method=None, code=None, comment=None, headers=None, data=b'', contflag='$'):
+        self.transaction_id = transaction_id
+        self.method = method
+        self.code = code
+        self.comment = comment
+        self.headers = dict(headers) if headers else {}
+        self.data = data.encode('utf-8') if isinstance(data, str) else data
+        self.contflag = contflag
+
+    # -- header access
+
+    def add_header(self, header):
+        """Add or replace a header (an :class:`MSRPHeader`)."""
+        self.headers[header.name] = header
+
+    def _value(self, name, default=None):
+        header = self.headers.get(name)
+        return default if header is None else header.decoded
+
+    @property
+    def from_path(self):
+        """From-Path as a list of URI (None if absent)."""
+        return self._value('From-Path')
+
+    @property
+    def to_path(self):
+        """To-Path as a list of URI (None if absent)."""
+        return self._value('To-Path')
+
+    @property
+    def content_type(self):
+        """Content-Type (str) or None."""
+        return self._value('Content-Type')
+
+    @property
+    def message_id(self):
+        """Message-ID (str) or None."""
+        return self._value('Message-ID')
+
+    @property
+    def byte_range(self):
+        """Byte-Range as a :class:`ByteRange`, or None."""
+        return self._value('Byte-Range')
+
+    @property
+    def status(self):
+        """Status as a :class:`Status`, or None."""
+        return self._value('Status')
+
+    @property
+    def failure_report(self):
+        """Failure-Report; ``'yes'`` when absent."""
+        return self._value('Failure-Report', 'yes')
+
+    @property
+    def success_report(self):
+        """Success-Report; ``'no'`` when absent."""
+        return self._value('Success-Report', 'no')
+
+    @property
+    def size(self):
+        """Length of the body in bytes."""
+        return len(self.data)
+
+    @property
+    def final(self):
+        """True when this is the last chunk of its message (contflag ``'$'``)."""
+        return self.contflag == '$'
+
+    def verify_headers(self):
+        """Check To-Path and From-Path are present and every header decodes.
+
+        Raises :class:`HeaderParsingError` naming the first bad header.
+        """
+        for name in ('To-Path', 'From-Path'):
+            if name not in self.headers:
+                raise HeaderParsingError(name, 'header is missing')
+        for header in self.headers.values():
+            header.decoded
+
+    # -- encoding
+
+    @property
+    def first_line(self):
+        """The start line, without CRLF."""
+        if self.method is not None:
+            return 'MSRP %s %s' % (self.transaction_id, self.method)
+        if self.comment:
+            return 'MSRP %s %03d %s' % (self.transaction_id, self.code, self.comment)
+        return 'MSRP %s %03d' % (self.transaction_id, self.code)
+
+    @property
+    def encoded_header(self):
+        """Start line and headers as bytes (with the empty line when there is a body)."""
+        headers = self.headers
+        lines = [self.first_line]
+        content = []
+        for name in ('To-Path', 'From-Path'):
+            header = headers.get(name)
+            if header is not None:
+                lines.append('%s: %s' % (name, header.encoded))
+        for name, header in headers.items():
+            if name == 'To-Path' or name == 'From-Path':
+                continue
+            if name.startswith('Content-'):
+                content.append(header)
+            else:
+                lines.append('%s: %s' % (name, header.encoded))
+        content.sort(key=lambda h: h.name == 'Content-Type')  # Content-Type is the last header
+        for header in content:
+            lines.append('%s: %s' % (header.name, header.encoded))
+        lines.append('\r\n' if self.data else '')
+        return '\r\n'.join(lines).encode('utf-8', 'surrogateescape')
+
+    @property
+    def encoded_footer(self):
+        """The end-line as bytes (preceded by CRLF when there is a body)."""
+        return ('%s%s%s%s\r\n' % ('\r\n' if self.data else '', END_LINE_DASHES, self.transaction_id,
+                                  self.contflag)).encode('ascii')
+
+    def encode_start(self):
+        """Everything before the body, as bytes (alias of :attr:`encoded_header`)."""
+        return self.encoded_header
+
+    def encode(self):
+        """The whole chunk as bytes.
+
+        If the body contains this transaction's end-line marker, a new
+        transaction id is chosen first (RFC 4975 §7.1) and stored in
+        ``transaction_id``.
+        """
+        if self.data:
+            while ('\r\n' + END_LINE_DASHES + self.transaction_id).encode('ascii') in self.data:
+                self.transaction_id = random_transaction_id()
+        return b''.join((self.encoded_header, self.data, self.encoded_footer))
+
+    def copy(self):
+        """A new chunk with the same start line, body and flag, and copies of the headers."""
+        chunk = MSRPData(self.transaction_id, self.method, self.code, self.comment, None, self.data, self.contflag)
+        for name, header in self.headers.items():
+            new = _make_header(name, header._encoded)
+            new._decoded = header._decoded
+            chunk.headers[name] = new
+        return chunk
+
+    def __str__(self):
+        return self.encode().decode('utf-8', 'replace')
+
+    def __repr__(self):
+        what = self.method if self.method is not None else '%03d' % (self.code or 0)
+        return '<MSRPData %s %s %d bytes %s>' % (self.transaction_id, what, len(self.data), self.contflag)
+
+
+# ---------------------------------------------------------------------------
+# The incremental parser
+
+class ParserEvent(enum.IntEnum):
+    """Kinds of event :meth:`MSRPParser.feed` returns, as ``(kind, value)`` tuples."""
+    CHUNK_START = 1  #: value: MSRPData with headers and empty data
+    BODY = 2         #: value: bytes of body (never empty)
+    CHUNK_END = 3    #: value: continuation flag, '$', '+' or '#'
+
+
+CHUNK_START = ParserEvent.CHUNK_START
+BODY = ParserEvent.BODY
+CHUNK_END = ParserEvent.CHUNK_END
+
+_START_LINE_RE = re.compile(
+    rb'MSRP ([A-Za-z0-9][A-Za-z0-9.\-+%=]{3,31}) (?:([A-Za-z][A-Za-z0-9_]*)|([0-9]{3})(?: ([^\r\n]*))?)\r\n')
+# a well-formed header block: name, colon, value; anything but CR/LF in values
+_HEADER_BLOCK_RE = re.compile(r"(?:[!#$%&'*+\-.0-9A-Z^_`a-z|~]+:[^\r\n]*\r\n)*[!#$%&'*+\-.0-9A-Z^_`a-z|~]+:[^\r\n]*")
+_FLAGS = {36: '$', 43: '+', 35: '#'}
+_HEAD, _BODY, _FAILED = 0, 1, 2
+
+
+class MSRPParser:
+    """Incremental MSRP parser: :meth:`feed` bytes in any split, get events back.
+
+    Events are ``(ParserEvent.CHUNK_START, MSRPData)``, then zero or more
+    ``(ParserEvent.BODY, bytes)``, then ``(ParserEvent.CHUNK_END, flag)``.
+    Limits (each exceeded raises :class:`LimitExceeded`):
+
+    ``max_line_length`` (default 16384)
+        bytes in the start line or in one header line.
+    ``max_headers`` (default 64)
+        header lines in one chunk.
+    ``max_header_block`` (default 65536)
+        bytes from the start of a chunk to its body or end-line.
+
+    After any :class:`ChunkParseError` the parser is failed and every later
+    :meth:`feed` raises the same error.
+    """
+
+    def __init__(self, max_line_length=16384, max_headers=64, max_header_block=65536):
+        self.max_line_length = max_line_length
+        self.max_headers = max_headers
+        self.max_header_block = max_header_block
+        self._buffer = b''
+        self._state = _HEAD
+        self._marker = None   # b'\r\n-------<tid>' of the chunk whose body is being read
+        self._error = None
+
+    @property
+    def buffered(self):
+        """Number of bytes held while waiting for more input."""
+        return len(self._buffer)
+
+    @property
+    def in_body(self):
+        """True between a CHUNK_START and its CHUNK_END."""
+        return self._state == _BODY
+
+    def feed(self, data):
+        """Parse ``data`` (bytes-like) and return the list of events it completes.
+
+        Raises :class:`ChunkParseError` (or a subclass) when the input is not
+        MSRP.
+        """
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer + data if self._buffer else bytes(data)
+        events = []
+        position = 0
+        try:
+            while position < len(buffer):
+                if self._state == _HEAD:
+                    position = self._parse_head(buffer, position, events)
+                else:
+                    position = self._parse_body(buffer, position, events)
+                if position < 0:
+                    position = -position - 1
+                    break
+        except ChunkParseError as e:
+            self._error = e
+            self._state = _FAILED
+            self._buffer = b''
+            raise
+        self._buffer = buffer[position:] if position else buffer
+        return events
+
+    # Both helpers return the new position, or -(position + 1) when they need more input.
+
+    def _parse_head(self, buffer, position, events):
+        line_end = buffer.find(b'\r\n', position, position + self.max_line_length + 2)
+        if line_end < 0:
+            available = len(buffer) - position
+            if not buffer.startswith(b'MSRP '[:available], position):
+                raise InvalidStartLine('not an MSRP start line: %r' % bytes(buffer[position:position + 40]))
+            if available > self.max_line_length + 1:
+                raise LimitExceeded('max_line_length', self.max_line_length, 'start line')
+            return -position - 1
+        match = _START_LINE_RE.match(buffer, position, line_end + 2)
+        if match is None:
+            raise InvalidStartLine('not an MSRP start line: %r' % bytes(buffer[position:min(line_end, position + 80)]))
+        tid = match.group(1).decode('ascii')
+        marker = b'\r\n-------' + match.group(1)
+        limit = position + self.max_header_block
+        blank = buffer.find(b'\r\n\r\n', line_end, limit)
+        end_line = buffer.find(marker, line_end, blank + 2 if blank >= 0 else limit)
+        if end_line >= 0:
+            header_end = end_line
+            body_start = -1
+        elif blank >= 0:
+            header_end = blank
+            body_start = blank + 4
+        else:
+            if len(buffer) - position > self.max_header_block:
+                raise LimitExceeded('max_header_block', self.max_header_block, 'header block')
+            self._check_partial_headers(buffer, line_end + 2)
+            return -position - 1
+        chunk = self._make_chunk(match, tid, buffer, line_end + 2, header_end)
+        events.append((CHUNK_START, chunk))
+        if body_start < 0:
+            flag_at = end_line + len(marker)
+            if len(buffer) < flag_at + 3:
+                events.pop()
+                return -position - 1
+            flag = _FLAGS.get(buffer[flag_at])
+            if flag is None or buffer[flag_at + 1:flag_at + 3] != b'\r\n':
+                raise InvalidEndLine('invalid end-line after %r' % (chunk.first_line,))
+            chunk.contflag = flag
+            events.append((CHUNK_END, flag))
+            return flag_at + 3
+        self._state = _BODY
+        self._marker = marker
+        return body_start
+
+    def _check_partial_headers(self, buffer, start):
+        # Complete header lines seen so far must stay within the limits even before the block ends.
+        lines = buffer.count(b'\r\n', start)
+        if lines > self.max_headers:
+            raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
+        last = buffer.rfind(b'\r\n', start)
+        tail = len(buffer) - (last + 2 if last >= 0 else start)
+        if tail > self.max_line_length:
+            raise LimitExceeded('max_line_length', self.max_line_length, 'header line')
+
+    def _make_chunk(self, match, tid, buffer, start, end):
+        method = match.group(2)
+        if method is not None:
+            chunk = MSRPData(tid, method=method.decode('ascii'))
+        else:
+            comment = match.group(4)
+            chunk = MSRPData(tid, code=int(match.group(3)),
+                             comment=comment.decode('utf-8', 'surrogateescape') if comment else None)
+        if end <= start:
+            return chunk
+        block = buffer[start:end].decode('utf-8', 'surrogateescape')
+        if _HEADER_BLOCK_RE.fullmatch(block) is None:
+            bad = next((line for line in block.split('\r\n') if ':' not in line or not line.split(':')[0]), block)
+            raise InvalidHeaderLine('invalid header line %r in %s' % (bad[:80], chunk.first_line))
+        lines = block.split('\r\n')
+        if len(lines) > self.max_headers:
+            raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
+        if len(block) > self.max_line_length and max(map(len, lines)) > self.max_line_length:
+            raise LimitExceeded('max_line_length', self.max_line_length, 'header line')
+        headers = chunk.headers
+        for line in lines:
+            name, _, value = line.partition(':')
+            header = _make_header(name, value.strip(' \t'))
+            headers[header.name] = header
+        return chunk
+
+    def _parse_body(self, buffer, position, events):
+        marker = self._marker
+        search_from = position
+        while True:
+            end_line = buffer.find(marker, search_from)
+            if end_line < 0:
+                break
+            flag_at = end_line + len(marker)
+            if len(buffer) < flag_at + 3:
+                # possibly the end-line, not complete yet: hand out what is surely body
+                if end_line > position:
+                    events.append((BODY, buffer[position:end_line]))
+                return -end_line - 1
+            flag = _FLAGS.get(buffer[flag_at])
+            if flag is not None and buffer[flag_at + 1:flag_at + 3] == b'\r\n':
+                if end_line > position:
+                    events.append((BODY, buffer[position:end_line]))
+                events.append((CHUNK_END, flag))
+                self._state = _HEAD
+                self._marker = None
+                return flag_at + 3
+            search_from = end_line + 1  # the marker followed by something else is body
+        # No end-line: everything but a tail that could begin one is body.
+        keep = len(marker) + 2
+        safe_end = len(buffer) - keep
+        if safe_end > position:
+            events.append((BODY, buffer[position:safe_end]))
+            return -safe_end - 1
+        return -position - 1

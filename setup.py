@@ -1,0 +1,33 @@
+from setuptools import setup, find_packages
+import re
+
+with open('msrplib/__init__.py') as f:
+    version = re.search(r"__version__ = '([^']+)'", f.read()).group(1)
+
+with open('README.md') as f:
+    long_description = f.read()
+
+setup(
+    name='msrplib',
+    version=version,
+    description='Message Session Relay Protocol (MSRP, RFC 4975/4976) library on gevent',
+    long_description=long_description,
+    long_description_content_type='text/markdown',
+    license='MIT',
+    packages=find_packages(include=['msrplib', 'msrplib.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'gevent>=22.10',
+        'zope.interface>=5.0',
+        'cryptography>=3.4',
+        'dnspython>=2.0',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'pytest-timeout>=2', 'hypothesis>=6', 'trustme>=1.0'],
+    },
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'Topic :: Communications :: Chat',
+        'Topic :: Internet',
+    ],
+)
