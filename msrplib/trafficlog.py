@@ -1,0 +1,107 @@
+"""Logging for msrplib: state messages on stdlib logging, plus an optional wire log.
+
+Every transport, connector and session takes a ``logger`` argument: any
+object with the methods of :class:`Logger`.  Without one they use a quiet
+default (messages go to the ``msrplib`` stdlib logger, where nothing is shown
+unless the application configures logging).
+"""
+
+import logging
+
+__all__ = ['Logger']
+
+# A library must not print on its own: without configuration, warnings stay quiet.
+logging.getLogger('msrplib').addHandler(logging.NullHandler())
+
+_MAX_LOGGED_BODY = 4096  # bytes of a body shown in the wire log; the rest is summarised
+
+
+def _endpoint(address):
+    if address is None:
+        return '?'
+    host, port = address.host, address.port
+    return '[%s]:%s' % (host, port) if ':' in str(host) else '%s:%s' % (host, port)
+
+
+class Logger:
+    """Logs msrplib's state messages and, with ``log_traffic``, every chunk.
+
+    ``prefix`` is put before every message.  ``log_traffic=True`` logs each
+    chunk sent or received as it appears on the wire (the start of the body
+    only, for large ones), with its direction and the local and remote
+    addresses.  ``logger`` is the stdlib logger to use (default: the
+    ``msrplib`` logger).
+    """
+
+    def __init__(self, prefix=None, log_traffic=False, logger=None):
+        self.prefix = prefix or ''
+        self.log_traffic = log_traffic
+        self.logger = logger if logger is not None else logging.getLogger('msrplib')
+
+    def _log(self, level, message, args, **kwargs):
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, self.prefix + message, *args, **kwargs)
+
+    def debug(self, message, *args, **kwargs):
+        """Log a debugging message (``%``-style arguments as in stdlib logging)."""
+        self._log(logging.DEBUG, message, args, **kwargs)
+
+    def info(self, message, *args, **kwargs):
+        """Log an informational message."""
+        self._log(logging.INFO, message, args, **kwargs)
+
+    def warning(self, message, *args, **kwargs):
+        """Log a warning."""
+        self._log(logging.WARNING, message, args, **kwargs)
+
+    warn = warning
+
+    def error(self, message, *args, **kwargs):
+        """Log an error."""
+        self._log(logging.ERROR, message, args, **kwargs)
+
+    def exception(self, message='', *args, **kwargs):
+        """Log an error with the traceback of the exception being handled."""
+        kwargs.setdefault('exc_info', True)
+        self._log(logging.ERROR, message, args, **kwargs)
+
+    def _traffic(self, direction, data, transport):
+        if not self.log_traffic:
+            return
+        if not isinstance(data, (bytes, bytearray)):
+            data = _render_chunk(data)
+        local = _endpoint(_call(transport, 'getHost'))
+        remote = _endpoint(_call(transport, 'getPeer'))
+        arrow = '%s <-- %s' % (local, remote) if direction == 'received' else '%s --> %s' % (local, remote)
+        self.logger.info('%s%s %s\n%s', self.prefix, direction.upper(), arrow,
+                         bytes(data).decode('utf-8', 'backslashreplace'))
+
+    def received_chunk(self, data, transport):
+        """Record a chunk (an MSRPData, or raw bytes) read from ``transport``."""
+        self._traffic('received', data, transport)
+
+    def sent_chunk(self, data, transport):
+        """Record a chunk (an MSRPData, or raw bytes) written to ``transport``."""
+        self._traffic('sent', data, transport)
+
+    def received_illegal_data(self, data, transport):
+        """Record bytes from ``transport`` that are not MSRP (always logged, as a warning)."""
+        remote = _endpoint(_call(transport, 'getPeer'))
+        self.logger.warning('%sillegal data from %s: %r', self.prefix, remote, bytes(data[:200]))
+
+
+def _call(transport, name):
+    method = getattr(transport, name, None)
+    try:
+        return method() if method is not None else None
+    except Exception:
+        return None
+
+
+def _render_chunk(chunk):
+    data = chunk.data
+    if len(data) <= _MAX_LOGGED_BODY:
+        return chunk.encode()
+    shown = data[:_MAX_LOGGED_BODY]
+    return b''.join((chunk.encoded_header, shown, b'\r\n[... %d more bytes ...]' % (len(data) - len(shown)),
+                     chunk.encoded_footer))

@@ -1,0 +1,684 @@
+"""MSRPTransport: one MSRP connection, chunks in and out.
+
+The transport owns a connected socket (plain or TLS, from :mod:`gevent`), an
+:class:`~msrplib.protocol.MSRPParser` and the path state of the session the
+connection carries.  It is created by the connectors of
+:mod:`msrplib.connect`, which also bind it; a session
+(:mod:`msrplib.session`) then drives it.  Every blocking call blocks only the
+calling greenlet.
+
+Closure is reported the way Twisted does: :class:`ConnectionDone` for a clean
+close, :class:`ConnectionLost` for anything else; both are
+:class:`ConnectionClosed`.
+"""
+
+import collections
+import socket as _stdlib_socket
+
+from gevent import socket
+from gevent.lock import Semaphore
+
+from msrplib import MSRPError
+from msrplib.protocol import (
+    URI, MSRPData, MSRPParser, ChunkParseError, InvalidStartLine, HeaderParsingError,
+    ToPathHeader, FromPathHeader, MessageIDHeader, ByteRangeHeader, StatusHeader, ByteRange,
+    CHUNK_START, BODY, CHUNK_END, random_transaction_id, random_message_id)
+from msrplib.trafficlog import Logger
+
+__all__ = [
+    'MSRPTransport', 'make_response', 'make_report', 'Address',
+    'ConnectionClosed', 'ConnectionDone', 'ConnectionLost', 'ChunkParseError',
+    'MSRPTransactionError', 'MSRPBadRequest', 'MSRPBadContentType', 'MSRPNoSuchSessionError',
+    'MSRPSessionAlreadyBound',
+]
+
+
+# ---------------------------------------------------------------------------
+# Exceptions
+
+class ConnectionClosed(Exception):
+    """The connection is closed; base of :class:`ConnectionDone` and :class:`ConnectionLost`."""
+
+    default_message = 'Connection was closed.'
+
+    def __init__(self, *args):
+        Exception.__init__(self, *(args or (self.default_message,)))
+
+
+class ConnectionDone(ConnectionClosed):
+    """The connection was closed cleanly (by either side, between chunks)."""
+    default_message = 'Connection was closed cleanly.'
+
+
+class ConnectionLost(ConnectionClosed):
+    """The connection was closed in a non-clean fashion (reset, error, cut in mid-chunk)."""
+    default_message = 'Connection to the other side was lost in a non-clean fashion.'
+
+
+class MSRPTransactionError(MSRPError):
+    """A transaction failed: ``code`` (an MSRP status code) and ``comment``.
+
+    Subclasses give each code a default comment.
+    """
+
+    code = None
+    comment = None
+
+    def __init__(self, comment=None, code=None):
+        if comment is not None:
+            self.comment = comment
+        if code is not None:
+            self.code = code
+        MSRPError.__init__(self, self.comment, self.code)
+
+    def __str__(self):
+        if self.code is None:
+            return str(self.comment)
+        return '%s %s' % (self.code, self.comment) if self.comment else str(self.code)
+
+
+class MSRPBadRequest(MSRPTransactionError):
+    """400: the request is malformed."""
+    code = 400
+    comment = 'Bad Request'
+
+
+class MSRPBadContentType(MSRPTransactionError):
+    """415: the media type of the body is not accepted."""
+    code = 415
+    comment = 'Unsupported media type'
+
+
+class MSRPNoSuchSessionError(MSRPTransactionError):
+    """481: the request's paths do not match a session of this endpoint."""
+    code = 481
+    comment = 'No such session'
+
+
+class MSRPSessionAlreadyBound(MSRPTransactionError):
+    """506: the session is already bound to another connection."""
+    code = 506
+    comment = 'Session already bound'
+
+
+Address = collections.namedtuple('Address', 'type host port')
+Address.__doc__ = 'An endpoint address like Twisted\'s IPv4Address: type ("TCP"), host, port.'
+
+
+# ---------------------------------------------------------------------------
+# Responses and reports
+
+def _first_uri_text(chunk, name):
+    header = chunk.headers.get(name)
+    if header is None:
+        return None
+    try:
+        return header.decoded[0]
+    except HeaderParsingError:
+        words = header.encoded.split()
+        return words[0] if words else None
+
+
+def _report_mode(chunk, name, default):
+    try:
+        return chunk.failure_report if name == 'Failure-Report' else chunk.success_report
+    except HeaderParsingError:
+        return default
+
+
+def make_response(chunk, code, comment):
+    """Build the response to request ``chunk`` with ``code`` and ``comment``.
+
+    Follows RFC 4975 §7.2 and Failure-Report: returns None when no response
+    is to be sent (Failure-Report ``no``; ``partial`` with a 200).  The
+    response to a SEND goes to the previous hop only (To-Path = first URI of
+    the request's From-Path); other requests are answered along the whole
+    From-Path.  Never raises on bad header values of ``chunk``.
+    """
+    failure_report = _report_mode(chunk, 'Failure-Report', 'yes')
+    if failure_report == 'no' or (failure_report == 'partial' and code == 200):
+        return None
+    response = MSRPData(chunk.transaction_id, code=code, comment=comment)
+    from_header = chunk.headers.get('From-Path')
+    if from_header is not None:
+        if chunk.method == 'SEND':
+            first = _first_uri_text(chunk, 'From-Path')
+            response.add_header(ToPathHeader(str(first)))
+        else:
+            response.add_header(ToPathHeader(from_header.encoded))
+    first_to = _first_uri_text(chunk, 'To-Path')
+    if first_to is not None:
+        response.add_header(FromPathHeader(str(first_to)))
+    return response
+
+
+def make_report(chunk, code, comment):
+    """Build the REPORT for SEND ``chunk`` with status ``code``/``comment``.
+
+    Returns None when the chunk's Success-Report/Failure-Report headers ask
+    for no such report (RFC 4975 §7.1.2).  The REPORT travels back along the
+    chunk's From-Path, carries its Message-ID, the Byte-Range of the bytes
+    received and ``Status: 000 <code> <comment>``.  Raises
+    :class:`HeaderParsingError` if the chunk's paths cannot be decoded.
+    """
+    if code == 200:
+        if _report_mode(chunk, 'Success-Report', 'no') != 'yes':
+            return None
+    elif _report_mode(chunk, 'Failure-Report', 'yes') not in ('yes', 'partial'):
+        return None
+    report = MSRPData(random_transaction_id(), method='REPORT')
+    report.add_header(ToPathHeader(decoded=chunk.from_path))
+    report.add_header(FromPathHeader(decoded=[chunk.to_path[0]]))
+    message_id = chunk.headers.get('Message-ID')
+    if message_id is not None:
+        report.add_header(MessageIDHeader(message_id.encoded))
+    try:
+        byte_range = chunk.byte_range
+    except HeaderParsingError:
+        byte_range = None
+    start = byte_range.start if byte_range is not None else 1
+    total = byte_range.total if byte_range is not None else None
+    end = start + len(chunk.data) - 1
+    if total is None and chunk.contflag == '$':
+        total = end
+    report.add_header(ByteRangeHeader(decoded=ByteRange(start, end, total)))
+    report.add_header(StatusHeader(decoded=(code, comment)))
+    return report
+
+
+# ---------------------------------------------------------------------------
+# The transport
+
+class MSRPTransport:
+    """One MSRP connection and the paths of the session it carries.
+
+    ``MSRPTransport(local_uri, logger=None, use_sessmatch=False, sock=None)``:
+    ``local_uri`` is this endpoint's :class:`~msrplib.protocol.URI`;
+    ``use_sessmatch`` compares only session-ids when checking incoming paths
+    (RFC 6714); ``sock`` is the connected socket (a gevent socket, plain or
+    TLS), which may also be given later with :meth:`attach`.
+
+    Limits (class attributes, overridable per instance):
+
+    ``read_size``
+        bytes asked of the socket per read (default 262144).
+    ``max_chunk_size``
+        largest body :meth:`read_chunk` without ``size`` holds in memory
+        (default 32 MiB); a larger chunk closes the connection with
+        :class:`ChunkParseError`.
+    ``parser_limits``
+        keyword arguments for :class:`~msrplib.protocol.MSRPParser`.
+    """
+
+    read_size = 262144
+    max_chunk_size = 32 * 1024 * 1024
+    parser_limits = {}
+
+    def __init__(self, local_uri, logger=None, use_sessmatch=False, sock=None):
+        self.local_uri = local_uri
+        self.logger = logger if logger is not None else Logger()
+        self.use_sessmatch = use_sessmatch
+        self.local_path = []
+        self.remote_uri = None
+        self.remote_path = []
+        self._sock = None
+        self._parser = MSRPParser(**self.parser_limits)
+        self._events = collections.deque()
+        self._pushback = collections.deque()   # whole chunks read early (e.g. during binding)
+        self._current = None                   # chunk whose body is being read
+        self._body = []
+        self._body_size = 0
+        self._segment = 0
+        self._segment_offset = 0
+        self._closed = None                    # the closure exception, once closed
+        self._write_lock = Semaphore()
+        self._pending_writes = []
+        self._flusher = None
+        self._host = self._peer = None
+        if sock is not None:
+            self.attach(sock)
+
+    # -- paths
+
+    def attach(self, sock):
+        """Use the connected socket ``sock`` for this transport."""
+        self._sock = sock
+        self._host = self._address(sock.getsockname)
+        self._peer = self._address(sock.getpeername)
+
+    @staticmethod
+    def _address(getter):
+        try:
+            address = getter()
+        except OSError:
+            return None
+        return Address('TCP', address[0], address[1])
+
+    @property
+    def full_local_path(self):
+        """``local_path + [local_uri]``: what goes into this side's SDP a=path."""
+        return self.local_path + [self.local_uri]
+
+    @property
+    def full_remote_path(self):
+        """``remote_path + [remote_uri]``: the peer's SDP a=path."""
+        if self.remote_uri is None:
+            return list(self.remote_path)
+        return self.remote_path + [self.remote_uri]
+
+    def set_local_path(self, lst):
+        """Set the relays in front of this endpoint (a relay's Use-Path)."""
+        self.local_path = list(lst)
+
+    def set_full_remote_path(self, full_remote_path):
+        """Set the peer's path (relays, then the peer's URI), as found in its SDP."""
+        full_remote_path = list(full_remote_path)
+        if not full_remote_path:
+            raise ValueError('the remote path is empty')
+        self.remote_path = full_remote_path[:-1]
+        self.remote_uri = full_remote_path[-1]
+
+    def next_host(self):
+        """The URI to connect to: the first relay in the local path, else the first hop of the remote path."""
+        if self.local_path:
+            return self.local_path[0]
+        return self.full_remote_path[0]
+
+    def getHost(self):
+        """This side's address: an object with ``.host`` and ``.port``."""
+        return self._host
+
+    def getPeer(self):
+        """The other side's address: an object with ``.host`` and ``.port``."""
+        return self._peer
+
+    @property
+    def connected(self):
+        """True until the connection is closed."""
+        return self._closed is None and self._sock is not None
+
+    # -- making chunks
+
+    def make_chunk(self, transaction_id=None, method='SEND', code=None, comment=None, data=b'', contflag=None,
+                   start=1, end=None, length=None, message_id=None):
+        """Make a chunk addressed to the peer (To-Path/From-Path from this transport's paths).
+
+        A SEND gets a Message-ID (``message_id`` or a new random one) and a
+        Byte-Range ``start-end/length``: ``end`` and ``length`` default to
+        the end of ``data``; None written as ``*`` only when given so via
+        :meth:`make_send_request`.  ``contflag`` defaults to ``'$'``, or
+        ``'+'`` for a SEND that stops before ``length``.  With ``code``, a
+        response is made instead of a request.
+        """
+        if isinstance(data, str):
+            data = data.encode('utf-8')
+        if code is not None:
+            method = None
+        chunk = MSRPData(transaction_id or random_transaction_id(), method=method, code=code, comment=comment,
+                         data=data)
+        chunk.add_header(ToPathHeader(decoded=self.local_path + self.remote_path + [self.remote_uri]))
+        chunk.add_header(FromPathHeader(decoded=[self.local_uri]))
+        if method == 'SEND':
+            if end is None:
+                end = start - 1 + len(data)
+            if length is None:
+                length = start - 1 + len(data)
+            if contflag is None:
+                contflag = '+' if (end is not None and length is not None and end < length) else '$'
+            chunk.add_header(MessageIDHeader(message_id or random_message_id()))
+            chunk.add_header(ByteRangeHeader(decoded=ByteRange(start, end, length)))
+        elif message_id is not None:
+            chunk.add_header(MessageIDHeader(message_id))
+        chunk.contflag = contflag or '$'
+        return chunk
+
+    def make_request(self, method):
+        """Make a request ``method`` addressed to the peer (SEND gets Message-ID and Byte-Range)."""
+        return self.make_chunk(method=method)
+
+    def make_send_request(self, message_id=None, data=b'', start=1, end=None, length=None):
+        """Make a SEND chunk carrying ``data`` at ``start`` of a message of ``length`` bytes.
+
+        Like the classic library, a message longer than 2048 bytes gets
+        Byte-Range end ``*`` (so the sender may interrupt it).
+        """
+        if isinstance(data, str):
+            data = data.encode('utf-8')
+        if end is None:
+            end = start - 1 + len(data)
+        if length is None:
+            length = start - 1 + len(data)
+        contflag = '$' if end == length else '+'
+        chunk = self.make_chunk(method='SEND', data=data, start=start, end=end, length=length,
+                                message_id=message_id, contflag=contflag)
+        if length is not None and length > 2048:
+            chunk.headers['Byte-Range'].decoded = ByteRange(start, None, length)
+        return chunk
+
+    # -- writing
+
+    def _check_writable(self):
+        if self._closed is not None:
+            raise self._closed
+        if self._sock is None:
+            raise ConnectionLost('The transport has no connection.')
+
+    def write(self, bytes, sync=True, wait=None):
+        """Write ``bytes`` to the connection, in order with earlier writes.
+
+        With ``sync`` (alias ``wait``) true, block this greenlet until the
+        bytes are handed to the kernel; otherwise return at once.  Raises the
+        closure exception (:class:`ConnectionClosed`) when the connection is
+        closed; a write that fails closes it with :class:`ConnectionLost`.
+        """
+        if wait is not None:
+            sync = wait
+        self._check_writable()
+        if sync:
+            with self._write_lock:
+                self._flush_pending()
+                self._sendall(bytes)
+        else:
+            self._pending_writes.append(bytes)
+            if self._flusher is None:
+                import gevent
+                self._flusher = gevent.spawn(self._flush_in_background)
+
+    def _flush_in_background(self):
+        try:
+            with self._write_lock:
+                self._flush_pending()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._flusher = None
+
+    def _flush_pending(self):
+        while self._pending_writes:
+            data = self._pending_writes
+            self._pending_writes = []
+            self._sendall(data[0] if len(data) == 1 else b''.join(data))
+
+    def _sendall(self, data):
+        if self._closed is not None:
+            raise self._closed
+        try:
+            self._sock.sendall(data)
+        except OSError as e:
+            self._lose(ConnectionLost('Write failed: %s' % (e,)))
+            raise self._closed
+
+    def write_chunk(self, chunk, wait=True):
+        """Encode ``chunk``, log it and write it (see :meth:`write`)."""
+        data = chunk.encode()
+        self.logger.sent_chunk(chunk, self)
+        self.write(data, sync=wait)
+
+    def write_response(self, chunk, code, comment, wait=True):
+        """Answer request ``chunk`` with ``code`` and ``comment`` (nothing if its Failure-Report says so)."""
+        response = make_response(chunk, code, comment)
+        if response is not None:
+            self.write_chunk(response, wait=wait)
+
+    # -- reading
+
+    def _receive(self):
+        # Read once from the socket and parse; sets the closure reason and raises it at EOF/error.
+        if self._closed is not None:
+            raise self._closed
+        try:
+            data = self._sock.recv(self.read_size)
+        except OSError as e:
+            if self._closed is not None:
+                raise self._closed
+            self._lose(ConnectionLost(str(e) or type(e).__name__))
+            raise self._closed
+        if not data:
+            if self._current is not None or self._parser.buffered:
+                self._lose(ConnectionLost('Connection closed in the middle of a chunk.'))
+            else:
+                self._lose(ConnectionDone())
+            raise self._closed
+        try:
+            self._events.extend(self._parser.feed(data))
+        except InvalidStartLine:
+            self.logger.received_illegal_data(data, self)
+            self._lose(ConnectionLost('Received data that is not MSRP.'))
+            return False
+        except ChunkParseError as e:
+            self._lose(ConnectionLost('Chunk parse error: %s' % (e,)))
+            raise
+        return True
+
+    def read_chunk(self, size=None):
+        """Wait for the next chunk and return it (an :class:`~msrplib.protocol.MSRPData`).
+
+        With ``size``, a body longer than ``size`` comes out in "virtual"
+        chunks: each has Byte-Range adjusted to the bytes it carries,
+        contflag ``'+'`` except the last, and ``segment`` = 1, 2, 3...
+        (``size`` is a hint: segments hold what has arrived, at least one
+        byte; ``size=0`` is legal).  Without ``size``, a body larger than
+        :attr:`max_chunk_size` closes the connection.
+
+        Raises :class:`ChunkParseError` (and closes) on malformed input;
+        returns None (and closes) when the peer sends something that is not
+        MSRP at all; once the connection is closed, raises the closure
+        reason (:class:`ConnectionDone` / :class:`ConnectionLost`) at every
+        call.
+        """
+        if self._pushback and self._current is None:
+            return self._pushback.popleft()
+        events = self._events
+        while True:
+            while not events:
+                if not self._receive():
+                    return None
+            kind, value = events.popleft()
+            if kind is CHUNK_START:
+                self._current = value
+                self._body = []
+                self._body_size = 0
+                self._segment = 0
+                self._segment_offset = 0
+            elif kind is BODY:
+                self._body.append(value)
+                self._body_size += len(value)
+                if size is None:
+                    if self._body_size > self.max_chunk_size:
+                        error = ChunkParseError('chunk body exceeds max_chunk_size=%d' % self.max_chunk_size)
+                        self._lose(ConnectionLost(str(error)))
+                        raise error
+                elif self._body_size >= size and not events:
+                    return self._segment_out()
+            else:
+                return self._chunk_out(value)
+
+    def _take_body(self):
+        body = self._body
+        data = body[0] if len(body) == 1 else b''.join(body)
+        self._body = []
+        self._body_size = 0
+        return data
+
+    def _segment_out(self):
+        chunk = self._current.copy()
+        chunk.data = self._take_body()
+        self._segment += 1
+        chunk.segment = self._segment
+        chunk.contflag = '+'
+        self._adjust_byte_range(chunk)
+        self._segment_offset += len(chunk.data)
+        self.logger.received_chunk(chunk, self)
+        return chunk
+
+    def _adjust_byte_range(self, chunk):
+        header = chunk.headers.get('Byte-Range')
+        if header is None:
+            return
+        try:
+            byte_range = header.decoded
+        except HeaderParsingError:
+            return
+        start = byte_range.start + self._segment_offset
+        chunk.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(start, start + len(chunk.data) - 1,
+                                                                        byte_range.total))
+
+    def _chunk_out(self, flag):
+        chunk = self._current
+        self._current = None
+        if self._segment:
+            chunk = chunk.copy()
+            self._segment += 1
+            chunk.segment = self._segment
+            chunk.data = self._take_body()
+            self._adjust_byte_range(chunk)
+        else:
+            chunk.data = self._take_body()
+        chunk.contflag = flag
+        self.logger.received_chunk(chunk, self)
+        return chunk
+
+    # -- path checks and binding
+
+    def check_incoming_SEND_chunk(self, chunk):
+        """Check the To-Path and From-Path of an incoming SEND.
+
+        Returns None when they match this session, else the error to answer
+        with: :class:`MSRPBadRequest` (400) for missing or undecodable paths,
+        :class:`MSRPNoSuchSessionError` (481) for paths of another session.
+        With ``use_sessmatch`` only the session-ids are compared (RFC 6714).
+        """
+        try:
+            to_path = chunk.to_path
+            from_path = chunk.from_path
+        except HeaderParsingError as e:
+            return MSRPBadRequest(str(e))
+        if not to_path or not from_path:
+            return MSRPBadRequest('To-Path and From-Path are required')
+        if self.use_sessmatch:
+            if to_path[-1].session_id != self.local_uri.session_id:
+                return MSRPNoSuchSessionError('Invalid To-Path')
+            if self.remote_uri is not None and from_path[-1].session_id != self.remote_uri.session_id:
+                return MSRPNoSuchSessionError('Invalid From-Path')
+            return None
+        if len(to_path) != 1 or to_path[0] != self.local_uri:
+            return MSRPNoSuchSessionError('Invalid To-Path')
+        if self.remote_uri is not None:
+            expected = self.local_path + self.remote_path + [self.remote_uri]
+            if from_path != expected and from_path[-1] != self.remote_uri:
+                return MSRPNoSuchSessionError('Invalid From-Path')
+        return None
+
+    def bind(self, full_remote_path):
+        """Bind the connection as the active side: send an empty SEND and wait for its 200.
+
+        A binding SEND from the peer arriving meanwhile (both sides active,
+        RFC 6135) is checked and answered; other chunks are kept for
+        :meth:`read_chunk`.  Raises :class:`MSRPTransactionError` (with the
+        peer's code) when the binding is refused, or the closure exception.
+        The caller puts a timeout around it.
+        """
+        self.set_full_remote_path(full_remote_path)
+        chunk = self.make_send_request()
+        self.write_chunk(chunk)
+        while True:
+            incoming = self._read_whole_chunk()
+            if incoming.method is None:
+                if incoming.transaction_id != chunk.transaction_id:
+                    continue  # a response to nothing we sent: ignore
+                if incoming.code == 200:
+                    return
+                if incoming.code == 481:
+                    raise MSRPNoSuchSessionError(incoming.comment)
+                raise MSRPTransactionError(comment=incoming.comment, code=incoming.code)
+            if incoming.method == 'SEND' and not incoming.data and incoming.contflag == '$':
+                error = self.check_incoming_SEND_chunk(incoming)
+                if error is None:
+                    self.write_response(incoming, 200, 'OK')
+                    continue
+                self.write_response(incoming, error.code, error.comment)
+                continue
+            self._pushback.append(incoming)
+
+    def _read_whole_chunk(self):
+        while True:
+            incoming = self.read_chunk()
+            if incoming is not None:
+                return incoming
+            raise self._closed
+
+    def accept_binding(self, full_remote_path):
+        """Bind the connection as the passive side: wait for the peer's binding SEND and answer it.
+
+        A binding SEND with a body is answered and then returned again by the
+        next :meth:`read_chunk`.  Raises the error sent back
+        (:class:`MSRPBadRequest`, :class:`MSRPNoSuchSessionError`) when the
+        paths do not match, or the closure exception.  The caller puts a
+        timeout around it.
+        """
+        self.set_full_remote_path(full_remote_path)
+        while True:
+            chunk = self._read_whole_chunk()
+            if chunk.method is None or chunk.method == 'REPORT':
+                continue  # nothing can be pending before binding; ignore
+            if chunk.method != 'SEND':
+                self.write_response(chunk, 400, 'Session not bound yet')
+                continue
+            self.complete_binding(chunk)
+            return
+
+    def complete_binding(self, chunk):
+        """Answer binding SEND ``chunk``: 200 if its paths match (raises the error sent otherwise).
+
+        A binding SEND that carries a body is kept for :meth:`read_chunk`.
+        """
+        error = self.check_incoming_SEND_chunk(chunk)
+        if error is not None:
+            self.write_response(chunk, error.code, error.comment)
+            raise error
+        if chunk.data or chunk.contflag != '$':
+            self._pushback.append(chunk)
+        else:
+            self.write_response(chunk, 200, 'OK')
+
+    # -- closing
+
+    def _lose(self, reason):
+        if self._closed is None:
+            self._closed = reason
+            self._close_socket()
+
+    def _close_socket(self):
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.shutdown(_stdlib_socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def loseConnection(self, wait=True):
+        """Close the connection after writing what is queued.
+
+        After it, reads and writes raise :class:`ConnectionDone`.  ``wait`` is
+        accepted for compatibility; closing does not block beyond the flush.
+        """
+        if self._closed is not None:
+            return
+        if self._sock is not None and self._pending_writes:
+            try:
+                with self._write_lock:
+                    self._flush_pending()
+            except ConnectionClosed:
+                return
+        self._lose(ConnectionDone())
+
+    close = loseConnection
+
+    def __repr__(self):
+        return '<MSRPTransport %s -> %s%s>' % (self.local_uri, self.remote_uri,
+                                               '' if self._closed is None else ' closed')
