@@ -15,7 +15,7 @@ close, :class:`ConnectionLost` for anything else; both are
 import collections
 import socket as _stdlib_socket
 
-from gevent import socket
+import gevent
 from gevent.lock import Semaphore
 
 from msrplib import MSRPError
@@ -206,12 +206,16 @@ class MSRPTransport:
         largest body :meth:`read_chunk` without ``size`` holds in memory
         (default 32 MiB); a larger chunk closes the connection with
         :class:`ChunkParseError`.
+    ``max_pending_write_size``
+        bytes of ``write(sync=False)`` data held before such a write waits
+        for the socket too (default 1 MiB).
     ``parser_limits``
         keyword arguments for :class:`~msrplib.protocol.MSRPParser`.
     """
 
     read_size = 262144
     max_chunk_size = 32 * 1024 * 1024
+    max_pending_write_size = 1024 * 1024
     parser_limits = {}
 
     def __init__(self, local_uri, logger=None, use_sessmatch=False, sock=None):
@@ -233,6 +237,7 @@ class MSRPTransport:
         self._closed = None                    # the closure exception, once closed
         self._write_lock = Semaphore()
         self._pending_writes = []
+        self._pending_size = 0
         self._flusher = None
         self._host = self._peer = None
         if sock is not None:
@@ -380,8 +385,11 @@ class MSRPTransport:
                 self._sendall(bytes)
         else:
             self._pending_writes.append(bytes)
-            if self._flusher is None:
-                import gevent
+            self._pending_size += len(bytes)
+            if self._pending_size > self.max_pending_write_size:
+                with self._write_lock:  # the peer is not reading: wait instead of buffering more
+                    self._flush_pending()
+            elif self._flusher is None:
                 self._flusher = gevent.spawn(self._flush_in_background)
 
     def _flush_in_background(self):
@@ -397,6 +405,7 @@ class MSRPTransport:
         while self._pending_writes:
             data = self._pending_writes
             self._pending_writes = []
+            self._pending_size = 0
             self._sendall(data[0] if len(data) == 1 else b''.join(data))
 
     def _sendall(self, data):
@@ -468,6 +477,10 @@ class MSRPTransport:
         """
         if self._pushback and self._current is None:
             return self._pushback.popleft()
+        return self._read(size)
+
+    def _read(self, size=None):
+        # read_chunk() without the chunks put back during binding
         events = self._events
         while True:
             while not events:
@@ -601,11 +614,11 @@ class MSRPTransport:
             self._pushback.append(incoming)
 
     def _read_whole_chunk(self):
-        while True:
-            incoming = self.read_chunk()
-            if incoming is not None:
-                return incoming
+        # From the wire, never from _pushback: bind() puts chunks there while it reads.
+        incoming = self._read()
+        if incoming is None:
             raise self._closed
+        return incoming
 
     def accept_binding(self, full_remote_path):
         """Bind the connection as the passive side: wait for the peer's binding SEND and answer it.

@@ -1,0 +1,557 @@
+"""MSRPSession and GreenMSRPSession: transactions, responses and reports over one transport.
+
+An :class:`MSRPSession` runs a reader greenlet and a writer greenlet over a
+bound :class:`~msrplib.transport.MSRPTransport`.  The reader answers incoming
+requests as RFC 4975 says (200, 400, 415, 481, 501), matches responses to the
+transactions this side sent, sends Success-Reports when asked and hands
+accepted chunks to the application.  The writer sends queued chunks in
+order.  A response that does not arrive within ``RESPONSE_TIMEOUT`` is
+replaced by a local one (408, or 200 when the chunk's Failure-Report is
+``partial`` or ``no``).
+
+When the session ends, for whatever reason, the application learns it once:
+``on_incoming_cb(error=failure)`` where ``failure.value`` is the reason
+(:class:`~msrplib.transport.ConnectionDone` for a clean close).
+:class:`GreenMSRPSession` turns this into a queue read with
+:meth:`~GreenMSRPSession.receive_chunk`.
+"""
+
+import enum
+import heapq
+import sys
+import time
+import traceback
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.queue import Queue, Full
+
+from msrplib import MSRPError
+from msrplib.protocol import MSRPData, ContentTypeHeader, ToPathHeader, FromPathHeader, HeaderParsingError
+from msrplib.transport import (
+    make_response, make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
+
+__all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
+           'contains_mime_type']
+
+
+class MSRPSessionError(MSRPError):
+    """The session cannot do what was asked (e.g. send after it ended)."""
+
+
+class SessionState(str, enum.Enum):
+    """Life cycle of an :class:`MSRPSession` (compares equal to the classic strings)."""
+    CONNECTED = 'CONNECTED'   #: sending and receiving
+    FLUSHING = 'FLUSHING'     #: shutdown() called: sending what is queued, waiting for responses
+    CLOSING = 'CLOSING'       #: closing the connection
+    DONE = 'DONE'             #: ended; on_incoming_cb(error=...) was called
+
+    def __str__(self):
+        return self.value
+
+
+class Failure:
+    """Why a session ended, shaped like Twisted's ``Failure``.
+
+    ``value`` is the exception, ``type`` its class, ``tb`` its traceback (or
+    None).
+    """
+
+    def __init__(self, value, tb=None):
+        self.value = value
+        self.type = type(value)
+        self.tb = tb if tb is not None else getattr(value, '__traceback__', None)
+
+    def getErrorMessage(self):
+        """The exception's message (its class name when it has none)."""
+        return str(self.value) or self.type.__name__
+
+    def getTraceback(self):
+        """The formatted traceback text."""
+        return ''.join(traceback.format_exception(self.type, self.value, self.tb))
+
+    def check(self, *types):
+        """Return the first of ``types`` the exception is an instance of, else None."""
+        for error_type in types:
+            if isinstance(self.value, error_type):
+                return error_type
+        return None
+
+    def raiseException(self):
+        """Raise the exception."""
+        raise self.value.with_traceback(self.tb)
+
+    def __repr__(self):
+        return '<Failure %s: %s>' % (self.type.__name__, self.getErrorMessage())
+
+
+def contains_mime_type(mimetypelist, mimetype):
+    """True if ``mimetype`` is matched by one of ``mimetypelist`` (``*`` and ``type/*`` wildcards).
+
+    Comparison ignores case and parameters (``text/plain; charset=utf-8``).
+    """
+    mimetype = mimetype.split(';', 1)[0].strip().lower()
+    major = mimetype.split('/', 1)[0]
+    for pattern in mimetypelist:
+        pattern = pattern.split(';', 1)[0].strip().lower()
+        if pattern in ('*', '*/*') or pattern == mimetype:
+            return True
+        if pattern.endswith('/*') and pattern[:-2] == major:
+            return True
+    return False
+
+
+class _Transaction:
+    __slots__ = ('chunk', 'callback', 'deadline')
+
+    def __init__(self, chunk, callback, deadline):
+        self.chunk = chunk
+        self.callback = callback
+        self.deadline = deadline
+
+
+_END = object()
+
+
+class MSRPSession:
+    """High-level MSRP over one bound transport.
+
+    ``MSRPSession(msrptransport, accept_types=['*'], on_incoming_cb=None, automatic_reports=True)``:
+    incoming chunks whose Content-Type matches ``accept_types`` are passed
+    to ``on_incoming_cb(chunk)``; the end of the session to
+    ``on_incoming_cb(error=failure)``.  With ``automatic_reports`` the
+    Success-Reports peers ask for are sent on their own.
+
+    Class attributes (overridable per instance): ``RESPONSE_TIMEOUT`` (30 s),
+    ``SHUTDOWN_TIMEOUT`` (10 s: longest :meth:`shutdown` waits for the
+    queue and responses), ``KEEPALIVE_INTERVAL`` (60 s of idleness before an
+    empty SEND is sent; None or 0 disables), ``OUTGOING_QUEUE_SIZE`` (chunks
+    queued for the writer before :meth:`send_chunk` blocks).
+
+    Subclasses handle further methods with ``_handle_incoming_<METHOD>(self, chunk)``.
+    """
+
+    RESPONSE_TIMEOUT = 30
+    SHUTDOWN_TIMEOUT = 10
+    KEEPALIVE_INTERVAL = 60
+    OUTGOING_QUEUE_SIZE = 1000
+
+    def __init__(self, msrptransport, accept_types=None, on_incoming_cb=None, automatic_reports=True):
+        if on_incoming_cb is not None and not callable(on_incoming_cb):
+            raise TypeError('on_incoming_cb must be callable')
+        self.msrp = msrptransport
+        self.accept_types = list(accept_types) if accept_types is not None else ['*']
+        self._on_incoming_cb = on_incoming_cb if on_incoming_cb is not None else self._ignore_incoming
+        self.automatic_reports = automatic_reports
+        self.state = SessionState.CONNECTED
+        self.expected_responses = {}              # transaction id -> _Transaction
+        self._deadlines = []                      # heap of (deadline, sequence, _Transaction)
+        self._sequence = 0
+        self._unsent = 0                          # chunks accepted by send_chunk, not yet written
+        self._deadline_added = Event()
+        self.outgoing = Queue(self.OUTGOING_QUEUE_SIZE)
+        self._last_activity = time.monotonic()
+        self._done = Event()
+        self._failure = None
+        self.reader_job = gevent.spawn(self._reader)
+        self.writer_job = gevent.spawn(self._writer)
+        self._timer_job = gevent.spawn(self._expire_transactions)
+        self._keepalive_job = gevent.spawn(self._keepalive) if self.KEEPALIVE_INTERVAL else None
+
+    @staticmethod
+    def _ignore_incoming(chunk=None, error=None):
+        pass
+
+    @property
+    def logger(self):
+        """The transport's logger."""
+        return self.msrp.logger
+
+    @property
+    def connected(self):
+        """True while chunks can be sent."""
+        return self.state == SessionState.CONNECTED
+
+    # -- sending
+
+    def send_chunk(self, chunk, response_cb=None):
+        """Queue ``chunk`` for sending; report its transaction's response through ``response_cb``.
+
+        ``response_cb(response)`` is called from the reader greenlet (it must
+        not block) with the peer's response, or with a local one: after
+        ``RESPONSE_TIMEOUT`` (or when the connection closes first), 408 if
+        the chunk's Failure-Report is ``yes`` or absent, 200 if ``partial``
+        or ``no``.  Raises :class:`MSRPSessionError` when the session no
+        longer sends, TypeError when ``response_cb`` is not callable.
+        """
+        if response_cb is not None and not callable(response_cb):
+            raise TypeError('response_cb must be callable, not %r' % (response_cb,))
+        if self.state != SessionState.CONNECTED:
+            raise MSRPSessionError('Cannot send chunk because MSRPSession is %s' % self.state)
+        self._unsent += 1
+        try:
+            self.outgoing.put((chunk, response_cb))
+        except BaseException:
+            self._unsent -= 1
+            raise
+
+    def deliver_chunk(self, chunk, event=None):
+        """Send ``chunk`` and wait for its response.
+
+        Returns the response when it is a success (2xx); raises
+        :class:`~msrplib.transport.MSRPTransactionError` (``code``,
+        ``comment``) otherwise.  Returns None at once when the chunk's
+        Failure-Report is ``no`` (no response is coming).  ``event``, if
+        given, is an object with ``set``/``get`` (``gevent.event.AsyncResult``)
+        or ``send``/``wait`` that receives the response.
+        """
+        try:
+            failure_report = chunk.failure_report
+        except HeaderParsingError:
+            failure_report = 'yes'
+        if failure_report == 'no':
+            self.send_chunk(chunk)
+            return None
+        if event is None:
+            event = AsyncResult()
+        if hasattr(event, 'set') and hasattr(event, 'get'):
+            self.send_chunk(chunk, event.set)
+            response = event.get()
+        else:
+            self.send_chunk(chunk, event.send)
+            response = event.wait()
+        if response.code is not None and 200 <= response.code <= 299:
+            return response
+        raise MSRPTransactionError(comment=response.comment, code=response.code)
+
+    def make_message(self, msg, content_type, message_id=None):
+        """A SEND chunk carrying all of ``msg`` (bytes or str) with ``content_type``."""
+        chunk = self.msrp.make_send_request(message_id=message_id, data=msg)
+        chunk.add_header(ContentTypeHeader(content_type))
+        return chunk
+
+    def send_message(self, msg, content_type):
+        """Queue ``msg`` as one SEND chunk; returns the chunk."""
+        chunk = self.make_message(msg, content_type)
+        self.send_chunk(chunk)
+        return chunk
+
+    def deliver_message(self, msg, content_type):
+        """Send ``msg`` as one SEND chunk and wait for its response (see :meth:`deliver_chunk`)."""
+        chunk = self.make_message(msg, content_type)
+        return self.deliver_chunk(chunk)
+
+    def send_report(self, chunk, code, reason):
+        """Send a REPORT about incoming SEND ``chunk`` with status ``code``/``reason``.
+
+        Nothing is sent when the chunk's report headers ask for no such report.
+        """
+        if chunk.method != 'SEND':
+            raise ValueError('reports are sent only for SEND chunks')
+        report = make_report(chunk, code, reason)
+        if report is not None:
+            self.send_chunk(report)
+
+    def respond(self, chunk, code, comment):
+        """Answer incoming request ``chunk`` (e.g. a NICKNAME) with ``code``/``comment``."""
+        self.msrp.write_response(chunk, code, comment, wait=False)
+
+    # -- the writer
+
+    def _writer(self):
+        transport = self.msrp
+        outgoing = self.outgoing
+        while True:
+            batch = [outgoing.get()]
+            while len(batch) < 64 and not outgoing.empty():  # one write for what is queued already
+                batch.append(outgoing.get_nowait())
+            try:
+                data = []
+                for chunk, response_cb in batch:
+                    if response_cb is not None:
+                        self._expect_response(chunk, response_cb)
+                    data.append(chunk.encode())
+                    transport.logger.sent_chunk(chunk, transport)
+                self._last_activity = time.monotonic()
+                transport.write(data[0] if len(data) == 1 else b''.join(data))
+            except ConnectionClosed:
+                return  # the reader sees the closure and ends the session
+            finally:
+                self._unsent -= len(batch)
+
+    def _expect_response(self, chunk, response_cb):
+        transaction = _Transaction(chunk, response_cb, time.monotonic() + self.RESPONSE_TIMEOUT)
+        self.expected_responses[chunk.transaction_id] = transaction
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (transaction.deadline, self._sequence, transaction))
+        if self._deadlines[0][2] is transaction:
+            self._deadline_added.set()
+
+    def _expire_transactions(self):
+        deadlines = self._deadlines
+        while True:
+            self._deadline_added.clear()
+            if not deadlines:
+                self._deadline_added.wait()
+                continue
+            delay = deadlines[0][0] - time.monotonic()
+            if delay > 0:
+                self._deadline_added.wait(delay)
+                continue
+            transaction = heapq.heappop(deadlines)[2]
+            if self.expected_responses.get(transaction.chunk.transaction_id) is transaction:
+                del self.expected_responses[transaction.chunk.transaction_id]
+                self._local_response(transaction, 'Request Timeout')
+
+    def _local_response(self, transaction, comment):
+        chunk = transaction.chunk
+        try:
+            failure_report = chunk.failure_report
+        except HeaderParsingError:
+            failure_report = 'yes'
+        code = 408 if failure_report == 'yes' else 200
+        if code == 200:
+            comment = 'OK (no response expected)'
+        response = MSRPData(chunk.transaction_id, code=code, comment=comment)
+        try:
+            response.add_header(ToPathHeader(decoded=chunk.from_path))
+            response.add_header(FromPathHeader(decoded=chunk.to_path[:1]))
+        except (HeaderParsingError, TypeError):
+            pass
+        self._call_response_cb(transaction.callback, response)
+
+    def _call_response_cb(self, callback, response):
+        try:
+            callback(response)
+        except Exception:
+            self.logger.exception('response_cb %r raised' % (callback,))
+
+    # -- the reader
+
+    def _reader(self):
+        reason = None
+        tb = None
+        try:
+            read_chunk = self.msrp.read_chunk
+            while True:
+                chunk = read_chunk()
+                if chunk is None:
+                    continue  # unintelligible input: the transport closed; the next read raises why
+                self._last_activity = time.monotonic()
+                if chunk.method is None:
+                    self._handle_response(chunk)
+                else:
+                    self._handle_request(chunk)
+        except gevent.GreenletExit:
+            reason = ConnectionDone()
+        except BaseException as e:
+            reason = e
+            tb = sys.exc_info()[2]
+        finally:
+            self._end(Failure(reason, tb))
+
+    def _handle_response(self, chunk):
+        transaction = self.expected_responses.pop(chunk.transaction_id, None)
+        if transaction is None:
+            self.logger.debug('Ignoring a response to unknown transaction %s' % chunk.transaction_id)
+            return
+        self._call_response_cb(transaction.callback, chunk)
+
+    def _handle_request(self, chunk):
+        handler = getattr(self, '_handle_incoming_%s' % chunk.method, None)
+        if handler is None:
+            self.msrp.write_response(chunk, 501, 'Unknown method', wait=False)
+            return
+        handler(chunk)
+
+    def _deliver(self, chunk):
+        try:
+            self._on_incoming_cb(chunk)
+        except Exception:
+            self.logger.exception('on_incoming_cb raised')
+
+    def _check_request(self, chunk):
+        # The answer due to a request with bad paths or headers (an error), or None.
+        error = self.msrp.check_incoming_SEND_chunk(chunk)
+        if error is not None:
+            return error
+        try:
+            chunk.verify_headers()
+        except HeaderParsingError as e:
+            return MSRPTransactionError(str(e), 400)
+        return None
+
+    def _handle_incoming_SEND(self, chunk):
+        error = self._check_request(chunk)
+        if error is None and chunk.message_id is None:
+            error = MSRPTransactionError('Message-ID is required', 400)
+        if error is None:
+            content_type = chunk.content_type
+            if content_type is None:
+                if chunk.data:
+                    error = MSRPTransactionError('Content-Type is required with a body', 400)
+                elif chunk.contflag == '$':
+                    self.msrp.write_response(chunk, 200, 'OK', wait=False)  # an empty SEND: keep-alive or bind
+                    return
+            elif not contains_mime_type(self.accept_types, content_type):
+                error = MSRPTransactionError('Unsupported media type', 415)
+        if error is not None:
+            self.msrp.write_response(chunk, error.code, error.comment, wait=False)
+            return
+        self.msrp.write_response(chunk, 200, 'OK', wait=False)
+        if self.automatic_reports and chunk.success_report == 'yes' and chunk.contflag != '#':
+            report = make_report(chunk, 200, 'OK')
+            if report is not None:
+                self._queue_internal(report)
+        self._deliver(chunk)
+
+    def _handle_incoming_REPORT(self, chunk):
+        if self._check_request(chunk) is None:
+            self._deliver(chunk)
+        else:
+            self.logger.debug('Ignoring a REPORT with bad paths or headers')
+
+    def _handle_incoming_NICKNAME(self, chunk):
+        error = self._check_request(chunk)
+        if error is None and 'Use-Nickname' not in chunk.headers:
+            error = MSRPTransactionError('Use-Nickname is required', 400)
+        if error is None and ('Success-Report' in chunk.headers or 'Failure-Report' in chunk.headers):
+            error = MSRPTransactionError('NICKNAME takes no report headers', 400)
+        if error is not None:
+            self.msrp.write_response(chunk, error.code, error.comment, wait=False)
+            return
+        self._deliver(chunk)  # the application answers, e.g. with respond(chunk, 200, 'OK') or 425
+
+    def _queue_internal(self, chunk):
+        try:
+            self._unsent += 1
+            self.outgoing.put_nowait((chunk, None))
+        except Full:
+            self._unsent -= 1
+            self.msrp.write_chunk(chunk, wait=False)
+
+    # -- keep-alive
+
+    def _keepalive(self):
+        while True:
+            interval = self.KEEPALIVE_INTERVAL
+            idle = time.monotonic() - self._last_activity
+            if idle < interval:
+                gevent.sleep(interval - idle)
+                continue
+            if self.state != SessionState.CONNECTED:
+                return
+            chunk = self.msrp.make_send_request()
+            self._last_activity = time.monotonic()
+            try:
+                self.send_chunk(chunk, self._keepalive_response)
+            except MSRPSessionError:
+                return
+
+    def _keepalive_response(self, response):
+        if response.code == 408:
+            self.logger.warning('Keep-alive got no response: closing the session')
+            gevent.spawn(self._abort, ConnectionLost('No response to keep-alive'))
+
+    def _abort(self, reason):
+        if self.reader_job is not None and not self.reader_job.dead:
+            self.reader_job.kill(reason, block=False)
+
+    # -- the end
+
+    def shutdown(self, sync=True, wait=None):
+        """Send what is queued, wait for outstanding responses (up to ``SHUTDOWN_TIMEOUT``), then close.
+
+        With ``sync`` (alias ``wait``) true, return when the session is
+        over; otherwise do it in the background.
+        """
+        if wait is not None:
+            sync = wait
+        if self.state == SessionState.CONNECTED:
+            self.state = SessionState.FLUSHING
+            job = gevent.spawn(self._shutdown)
+        else:
+            job = None
+        if sync:
+            if job is not None:
+                job.join()
+            self._done.wait()
+
+    def _shutdown(self):
+        with gevent.Timeout(self.SHUTDOWN_TIMEOUT, False):
+            while not self._done.is_set() and (self._unsent or self.expected_responses):
+                self._done.wait(0.01)
+        if self.state == SessionState.FLUSHING:
+            self.state = SessionState.CLOSING
+        self.msrp.loseConnection(wait=False)
+
+    def _end(self, failure):
+        if self._failure is not None:
+            return
+        self._failure = failure
+        self.state = SessionState.CLOSING
+        self.msrp.loseConnection(wait=False)
+        current = gevent.getcurrent()
+        for job in (self.writer_job, self._timer_job, self._keepalive_job):
+            if job is not None and job is not current:
+                job.kill(block=False)
+        comment = 'Connection closed before a response arrived'
+        pending = list(self.expected_responses.values())
+        self.expected_responses.clear()
+        self._deadlines.clear()
+        for transaction in pending:
+            self._local_response(transaction, comment)
+        while not self.outgoing.empty():
+            chunk, response_cb = self.outgoing.get_nowait()
+            self._unsent -= 1
+            if response_cb is not None:
+                self._local_response(_Transaction(chunk, response_cb, 0), comment)
+        self.state = SessionState.DONE
+        self._done.set()
+        try:
+            self._on_incoming_cb(error=failure)
+        except Exception:
+            self.logger.exception('on_incoming_cb raised')
+
+
+class GreenMSRPSession(MSRPSession):
+    """An :class:`MSRPSession` that puts incoming chunks into a queue (``incoming``).
+
+    ``GreenMSRPSession(msrptransport, accept_types=['*'], automatic_reports=True)``.
+    :meth:`receive_chunk` returns the next chunk; once the session has ended
+    and the queue is empty it raises the reason (every time).  The queue
+    holds at most ``INCOMING_QUEUE_SIZE`` chunks; when it is full the reader
+    waits, which slows the peer down.
+    """
+
+    INCOMING_QUEUE_SIZE = 1000
+
+    def __init__(self, msrptransport, accept_types=None, automatic_reports=True, on_incoming_cb=None):
+        self.incoming = Queue(self.INCOMING_QUEUE_SIZE)
+        self._end_failure = None
+        MSRPSession.__init__(self, msrptransport, accept_types, on_incoming_cb=self._put_incoming,
+                             automatic_reports=automatic_reports)
+
+    def _put_incoming(self, chunk=None, error=None):
+        if error is not None:
+            self._end_failure = error
+            try:
+                self.incoming.put_nowait(_END)
+            except Full:
+                pass  # a consumer finds the end once the queue is drained
+        else:
+            self.incoming.put(chunk)
+
+    def receive_chunk(self):
+        """Return the next incoming chunk, waiting for it.
+
+        Once the session has ended (and the queue is empty), raises the
+        reason: :class:`~msrplib.transport.ConnectionDone`,
+        :class:`~msrplib.transport.ConnectionLost`, a parse error...
+        """
+        while True:
+            if self._end_failure is not None and self.incoming.empty():
+                raise self._end_failure.value
+            item = self.incoming.get()
+            if item is not _END:
+                return item
