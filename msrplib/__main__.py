@@ -1,7 +1,9 @@
 """``python -m msrplib``: command-line entry point.
 
-``python -m msrplib decode`` parses RFC 4975's example exchange from bytes and
-prints each chunk with its decoded headers.
+``python -m msrplib demo [--tls] [--size BYTES]`` runs a live MSRP exchange
+between two endpoints over loopback and prints the traffic (the default
+command).  ``python -m msrplib decode`` parses RFC 4975's example exchange
+from bytes and prints each chunk with its decoded headers.
 """
 
 import argparse
@@ -50,12 +52,19 @@ def main(argv=None):
     """Run the command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog='python -m msrplib', description='msrplib %s' % __version__)
     commands = parser.add_subparsers(dest='command')
+    demo = commands.add_parser('demo', help='a live chat and a large message between two endpoints on loopback')
+    demo.add_argument('--tls', action='store_true', help='use msrps (TLS) with a fingerprint check')
+    demo.add_argument('--size', type=int, default=3 * 1024 * 1024, help='size of the large message in bytes')
+    demo.add_argument('--host', default='127.0.0.1', help='loopback address to use (e.g. ::1)')
     commands.add_parser('decode', help="parse RFC 4975's example exchange and print it")
     args = parser.parse_args(argv)
-    if args.command in (None, 'decode'):
+    if args.command == 'decode':
         decode(RFC4975_EXAMPLE, sys.stdout)
         return 0
-    return 2
+    from msrplib.demo import run_demo
+    if args.command is None:
+        return run_demo(sys.stdout)
+    return run_demo(sys.stdout, use_tls=args.tls, size=args.size, host=args.host)
 
 
 if __name__ == '__main__':
