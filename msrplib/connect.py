@@ -268,7 +268,10 @@ class AcceptorDirect:
             raise MSRPError('prepare() was not called')
         try:
             with MSRPIncomingConnectTimeout.timeout():
-                sock, _ = self.listener.accept()
+                try:
+                    sock, _ = self.listener.accept()
+                except OSError as e:  # e.g. cleanup() called meanwhile by another greenlet
+                    raise MSRPConnectError(self.local_uri.host, self.local_uri.port, 'accept() failed: %s' % (e,))
                 _tune(sock)
                 if self._context is not None:
                     try:
@@ -315,7 +318,9 @@ class _Listener:
 
     def stop(self):
         sock, self.socket = self.socket, None
-        self.greenlet.kill(block=False)
+        # Wait for the accept loop to end: while a greenlet waits in accept(), gevent defers
+        # closing the descriptor, and the port would stay taken for a moment (EADDRINUSE).
+        self.greenlet.kill(block=self.greenlet is not gevent.getcurrent())
         _close_quietly(sock)
 
 

@@ -248,6 +248,8 @@ ContentDisposition.__doc__ = 'Value of Content-Disposition: the disposition type
 def _check_text(text):
     # The parser keeps undecodable bytes as lone surrogates so that nothing is lost;
     # a typed header refuses them.
+    if text.isascii():
+        return text
     try:
         text.encode('utf-8')
     except UnicodeEncodeError:
@@ -339,13 +341,22 @@ class ByteRangeHeaderType:
 
     @staticmethod
     def decode(encoded):
-        match = _BYTE_RANGE_RE.fullmatch(encoded)
-        if match is None:
-            raise ValueError('not start-end/total: %r' % (encoded,))
-        start, end, total = match.groups()
-        start = int(start)
-        end = None if end == '*' else int(end)
-        total = None if total == '*' else int(total)
+        start, _, rest = encoded.partition('-')
+        end, _, total = rest.partition('/')
+        if (start.isdigit() and end.isdigit() and total.isdigit() and encoded.isascii() and
+                len(start) <= 18 and len(end) <= 18 and len(total) <= 18):
+            # fast path for the common all-numeric form
+            start = int(start)
+            end = int(end)
+            total = int(total)
+        else:
+            match = _BYTE_RANGE_RE.fullmatch(encoded)
+            if match is None:
+                raise ValueError('not start-end/total: %r' % (encoded,))
+            start, end, total = match.groups()
+            start = int(start)
+            end = None if end == '*' else int(end)
+            total = None if total == '*' else int(total)
         if start < 1:
             raise ValueError('start must be at least 1')
         if end is not None and end < start - 1:
@@ -496,6 +507,14 @@ class MSRPHeader:
     def _set(self, encoded, decoded):
         if encoded is None and decoded is None:
             raise TypeError('a header needs an encoded or a decoded value')
+        if encoded is not None and not isinstance(encoded, str):
+            if isinstance(encoded, (bytes, bytearray)):
+                encoded = bytes(encoded).decode('utf-8', 'surrogateescape')
+            elif decoded is None:
+                # the classic API: XHeader(value) takes the text or the value itself
+                encoded, decoded = None, encoded
+            else:
+                raise TypeError('encoded must be text, not %s' % type(encoded).__name__)
         self._encoded = encoded
         self._decoded = _UNSET if decoded is None else decoded
 
@@ -616,6 +635,24 @@ def _make_header(name, encoded):
     return header
 
 
+def _copy_header(header):
+    # An independent copy: same class and name, and a value that changing the original cannot change.
+    cls = type(header)
+    new = cls.__new__(cls)
+    if not isinstance(header, MSRPNamedHeader):
+        new._name = header._name
+    decoded = header._decoded
+    if isinstance(decoded, list):  # a list of URI
+        decoded = list(decoded)
+    elif isinstance(decoded, dict):  # Digest parameters
+        decoded = dict(decoded)
+    elif isinstance(decoded, ContentDisposition):
+        decoded = ContentDisposition(decoded.disposition, dict(decoded.parameters))
+    new._encoded = header._encoded
+    new._decoded = decoded
+    return new
+
+
 # ---------------------------------------------------------------------------
 # Chunks
 
@@ -666,42 +703,50 @@ class MSRPData:
     @property
     def from_path(self):
         """From-Path as a list of URI (None if absent)."""
-        return self._value('From-Path')
+        header = self.headers.get('From-Path')
+        return None if header is None else header.decoded
 
     @property
     def to_path(self):
         """To-Path as a list of URI (None if absent)."""
-        return self._value('To-Path')
+        header = self.headers.get('To-Path')
+        return None if header is None else header.decoded
 
     @property
     def content_type(self):
         """Content-Type (str) or None."""
-        return self._value('Content-Type')
+        header = self.headers.get('Content-Type')
+        return None if header is None else header.decoded
 
     @property
     def message_id(self):
         """Message-ID (str) or None."""
-        return self._value('Message-ID')
+        header = self.headers.get('Message-ID')
+        return None if header is None else header.decoded
 
     @property
     def byte_range(self):
         """Byte-Range as a :class:`ByteRange`, or None."""
-        return self._value('Byte-Range')
+        header = self.headers.get('Byte-Range')
+        return None if header is None else header.decoded
 
     @property
     def status(self):
         """Status as a :class:`Status`, or None."""
-        return self._value('Status')
+        header = self.headers.get('Status')
+        return None if header is None else header.decoded
 
     @property
     def failure_report(self):
         """Failure-Report; ``'yes'`` when absent."""
-        return self._value('Failure-Report', 'yes')
+        header = self.headers.get('Failure-Report')
+        return 'yes' if header is None else header.decoded
 
     @property
     def success_report(self):
         """Success-Report; ``'no'`` when absent."""
-        return self._value('Success-Report', 'no')
+        header = self.headers.get('Success-Report')
+        return 'no' if header is None else header.decoded
 
     @property
     def size(self):
@@ -783,10 +828,9 @@ class MSRPData:
     def copy(self):
         """A new chunk with the same start line, body and flag, and copies of the headers."""
         chunk = MSRPData(self.transaction_id, self.method, self.code, self.comment, None, self.data, self.contflag)
+        headers = chunk.headers
         for name, header in self.headers.items():
-            new = _make_header(name, header._encoded)
-            new._decoded = header._decoded
-            chunk.headers[name] = new
+            headers[name] = _copy_header(header)
         return chunk
 
     def __str__(self):
@@ -813,9 +857,10 @@ CHUNK_END = ParserEvent.CHUNK_END
 
 _START_LINE_RE = re.compile(
     rb'MSRP ([A-Za-z0-9][A-Za-z0-9.\-+%=]{3,31}) (?:([A-Za-z][A-Za-z0-9_]*)|([0-9]{3})(?: ([^\r\n]*))?)\r\n')
-# a well-formed header block: name, colon, value; anything but CR/LF in values
-_HEADER_BLOCK_RE = re.compile(r"(?:[!#$%&'*+\-.0-9A-Z^_`a-z|~]+:[^\r\n]*\r\n)*[!#$%&'*+\-.0-9A-Z^_`a-z|~]+:[^\r\n]*")
+# a header name (RFC 4975 §9: token)
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]+")
 _FLAGS = {36: '$', 43: '+', 35: '#'}
+# parser states (plain ints: they are compared on the hot path)
 _HEAD, _BODY, _FAILED = 0, 1, 2
 
 
@@ -837,13 +882,30 @@ class MSRPParser:
     :meth:`feed` raises the same error.
     """
 
+    # How the buffer works.  Between two feeds the parser keeps
+    #  - in HEAD state, the bytes of an incomplete chunk head (start line and
+    #    headers) in a bytearray, so that a head arriving in many small pieces
+    #    costs amortised linear time: new input is appended in place, and only
+    #    the new bytes are searched for the blank line or the end-line and
+    #    counted against the limits (``_scanned``, ``_lines``, ``_line_start``)
+    #    until one of them arrives; the head is parsed once, when it is whole;
+    #  - in BODY state, only a tail shorter than an end-line (everything
+    #    before it was handed out as BODY), so the next feed copies a few
+    #    bytes, never the body.
+    # A feed with whole chunks in it is parsed straight from the bytes given,
+    # without copying them.
+
     def __init__(self, max_line_length=16384, max_headers=64, max_header_block=65536):
         self.max_line_length = max_line_length
         self.max_headers = max_headers
         self.max_header_block = max_header_block
         self._buffer = b''
         self._state = _HEAD
-        self._marker = None   # b'\r\n-------<tid>' of the chunk whose body is being read
+        self._marker = None   # b'\r\n-------<tid>' of the chunk being read
+        self._chunk = None    # the MSRPData of the chunk whose body is being read
+        self._scanned = 0     # HEAD: bytes of _buffer already searched
+        self._lines = -1      # HEAD: complete header lines in _buffer, -1 while the start line is incomplete
+        self._line_start = 0  # HEAD: offset in _buffer of the current (incomplete) line
         self._error = None
 
     @property
@@ -864,110 +926,198 @@ class MSRPParser:
         """
         if self._error is not None:
             raise self._error
-        buffer = self._buffer + data if self._buffer else bytes(data)
-        events = []
-        position = 0
+        pending = self._buffer
         try:
-            while position < len(buffer):
-                if self._state == _HEAD:
-                    position = self._parse_head(buffer, position, events)
-                else:
-                    position = self._parse_body(buffer, position, events)
-                if position < 0:
-                    position = -position - 1
-                    break
+            if not pending:
+                buffer = data if type(data) is bytes else bytes(data)
+            elif self._state == _HEAD:
+                pending += data   # a bytearray: extended in place
+                if not self._head_may_end(pending):
+                    return []
+                buffer = bytes(pending)
+            else:
+                buffer = pending + data
+            events = []
+            position = self._parse(buffer, events)
         except ChunkParseError as e:
             self._error = e
             self._state = _FAILED
             self._buffer = b''
+            self._chunk = None
             raise
-        self._buffer = buffer[position:] if position else buffer
+        if position == len(buffer):
+            self._buffer = b''
+        elif self._state == _HEAD:
+            self._buffer = bytearray(buffer[position:] if position else buffer)
+        else:
+            self._buffer = buffer[position:] if position else buffer
         return events
 
-    # Both helpers return the new position, or -(position + 1) when they need more input.
-
-    def _parse_head(self, buffer, position, events):
-        line_end = buffer.find(b'\r\n', position, position + self.max_line_length + 2)
-        if line_end < 0:
-            available = len(buffer) - position
-            if not buffer.startswith(b'MSRP '[:available], position):
-                raise InvalidStartLine('not an MSRP start line: %r' % bytes(buffer[position:position + 40]))
-            if available > self.max_line_length + 1:
-                raise LimitExceeded('max_line_length', self.max_line_length, 'start line')
-            return -position - 1
-        match = _START_LINE_RE.match(buffer, position, line_end + 2)
-        if match is None:
-            raise InvalidStartLine('not an MSRP start line: %r' % bytes(buffer[position:min(line_end, position + 80)]))
-        tid = match.group(1).decode('ascii')
-        marker = b'\r\n-------' + match.group(1)
-        limit = position + self.max_header_block
-        blank = buffer.find(b'\r\n\r\n', line_end, limit)
-        end_line = buffer.find(marker, line_end, blank + 2 if blank >= 0 else limit)
-        if end_line >= 0:
-            header_end = end_line
-            body_start = -1
-        elif blank >= 0:
-            header_end = blank
-            body_start = blank + 4
+    def _head_may_end(self, pending):
+        # Called with new input appended to an incomplete head: False when the
+        # new bytes surely neither complete it nor break a limit (the state is
+        # updated for the next call), True when a full parse must decide.
+        scanned = self._scanned
+        if self._lines < 0:
+            if scanned < 5 or len(pending) > self.max_line_length + 1 or pending.find(b'\r\n', scanned - 1) >= 0:
+                return True
         else:
-            if len(buffer) - position > self.max_header_block:
-                raise LimitExceeded('max_header_block', self.max_header_block, 'header block')
-            self._check_partial_headers(buffer, line_end + 2)
-            return -position - 1
-        chunk = self._make_chunk(match, tid, buffer, line_end + 2, header_end)
-        events.append((CHUNK_START, chunk))
-        if body_start < 0:
-            flag_at = end_line + len(marker)
-            if len(buffer) < flag_at + 3:
-                events.pop()
-                return -position - 1
-            flag = _FLAGS.get(buffer[flag_at])
-            if flag is None or buffer[flag_at + 1:flag_at + 3] != b'\r\n':
-                raise InvalidEndLine('invalid end-line after %r' % (chunk.first_line,))
-            chunk.contflag = flag
-            events.append((CHUNK_END, flag))
-            return flag_at + 3
-        self._state = _BODY
-        self._marker = marker
-        return body_start
+            marker = self._marker
+            if (pending.find(b'\r\n\r\n', scanned - 3) >= 0 or
+                    pending.find(marker, max(scanned - len(marker) - 2, 0)) >= 0):
+                return True
+            lines = self._lines + pending.count(b'\r\n', scanned - 1)
+            last = pending.rfind(b'\r\n', scanned - 1)
+            line_start = self._line_start if last < 0 else last + 2
+            if (lines > self.max_headers or len(pending) - line_start > self.max_line_length or
+                    len(pending) > self.max_header_block):
+                return True
+            self._lines = lines
+            self._line_start = line_start
+        self._scanned = len(pending)
+        return False
 
-    def _check_partial_headers(self, buffer, start):
-        # Complete header lines seen so far must stay within the limits even before the block ends.
+    def _parse(self, buffer, events):
+        # Parse as many events as ``buffer`` holds; return the position of the first unused byte.
+        position = 0
+        length = len(buffer)
+        find = buffer.find
+        append = events.append
+        while position < length:
+            if self._state != _HEAD:
+                position = self._parse_body(buffer, position, events)
+                if position < 0:
+                    return -position - 1
+                continue
+            line_end = find(b'\r\n', position, position + self.max_line_length + 2)
+            if line_end < 0:
+                self._wait_start_line(buffer, position)
+                return position
+            match = _START_LINE_RE.match(buffer, position, line_end + 2)
+            if match is None:
+                raise InvalidStartLine('not an MSRP start line: %r' %
+                                       bytes(buffer[position:min(line_end, position + 80)]))
+            tid, method, code, comment = match.groups()
+            marker = b'\r\n-------' + tid
+            limit = position + self.max_header_block
+            blank = find(b'\r\n\r\n', line_end, limit)
+            end_line = find(marker, line_end, blank + 2 if blank >= 0 else limit)
+            if end_line < 0 and blank < 0:
+                self._wait_headers(buffer, position, line_end + 2, marker)
+                return position
+            header_end = end_line if end_line >= 0 else blank
+            if method is not None:
+                chunk = MSRPData(tid.decode('ascii'), method.decode('ascii'))
+            else:
+                chunk = MSRPData(tid.decode('ascii'), None, int(code),
+                                 comment.decode('utf-8', 'surrogateescape') if comment else None)
+            if header_end > line_end + 2:
+                chunk.headers = self._parse_headers(buffer, line_end + 2, header_end, chunk)
+            if end_line >= 0:
+                # no body: the end-line follows the headers
+                flag_at = end_line + len(marker)
+                if length < flag_at + 3:
+                    self._wait_end_line(buffer, position, marker)
+                    return position
+                flag = _FLAGS.get(buffer[flag_at])
+                if flag is None or buffer[flag_at + 1:flag_at + 3] != b'\r\n':
+                    raise InvalidEndLine('invalid end-line after %r: %r' %
+                                         (chunk.first_line, bytes(buffer[end_line + 2:flag_at + 3])))
+                chunk.contflag = flag
+                append((CHUNK_START, chunk))
+                append((CHUNK_END, flag))
+                position = flag_at + 3
+                continue
+            append((CHUNK_START, chunk))
+            position = blank + 4
+            # fast path: the whole body and a valid end-line are in the buffer
+            end_line = find(marker, position)
+            if end_line >= 0:
+                flag_at = end_line + len(marker)
+                if flag_at + 3 <= length:
+                    flag = _FLAGS.get(buffer[flag_at])
+                    if flag is not None and buffer[flag_at + 1:flag_at + 3] == b'\r\n':
+                        if end_line > position:
+                            append((BODY, buffer[position:end_line]))
+                        chunk.contflag = flag
+                        append((CHUNK_END, flag))
+                        position = flag_at + 3
+                        continue
+            self._state = _BODY
+            self._marker = marker
+            self._chunk = chunk
+        return position
+
+    def _wait_start_line(self, buffer, position):
+        # The start line is incomplete: fail early on what cannot become one.
+        available = len(buffer) - position
+        if not buffer.startswith(b'MSRP '[:available], position):
+            raise InvalidStartLine('not an MSRP start line: %r' % bytes(buffer[position:position + 40]))
+        if available > self.max_line_length + 1:
+            raise LimitExceeded('max_line_length', self.max_line_length, 'start line')
+        self._scanned = available
+        self._lines = -1
+        self._line_start = 0
+
+    def _wait_headers(self, buffer, position, start, marker):
+        # The header block is incomplete: enforce the limits on what has come so far.
+        if len(buffer) - position > self.max_header_block:
+            raise LimitExceeded('max_header_block', self.max_header_block, 'header block')
         lines = buffer.count(b'\r\n', start)
         if lines > self.max_headers:
             raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
         last = buffer.rfind(b'\r\n', start)
-        tail = len(buffer) - (last + 2 if last >= 0 else start)
-        if tail > self.max_line_length:
+        line_start = last + 2 if last >= 0 else start
+        if len(buffer) - line_start > self.max_line_length:
             raise LimitExceeded('max_line_length', self.max_line_length, 'header line')
+        self._marker = marker
+        self._scanned = len(buffer) - position
+        self._lines = lines
+        self._line_start = line_start - position
 
-    def _make_chunk(self, match, tid, buffer, start, end):
-        method = match.group(2)
-        if method is not None:
-            chunk = MSRPData(tid, method=method.decode('ascii'))
-        else:
-            comment = match.group(4)
-            chunk = MSRPData(tid, code=int(match.group(3)),
-                             comment=comment.decode('utf-8', 'surrogateescape') if comment else None)
-        if end <= start:
-            return chunk
+    def _wait_end_line(self, buffer, position, marker):
+        # The end-line of a chunk without body is incomplete.  The next feed's
+        # search for the marker finds it again and parses the chunk again.
+        self._marker = marker
+        self._scanned = len(buffer) - position
+        self._lines = 0
+        self._line_start = self._scanned
+
+    def _parse_headers(self, buffer, start, end, chunk):
+        # Header lines buffer[start:end] (CRLF-separated, no final CRLF) -> dict name -> header.
         block = buffer[start:end].decode('utf-8', 'surrogateescape')
-        if _HEADER_BLOCK_RE.fullmatch(block) is None:
-            bad = next((line for line in block.split('\r\n') if ':' not in line or not line.split(':')[0]), block)
-            raise InvalidHeaderLine('invalid header line %r in %s' % (bad[:80], chunk.first_line))
         lines = block.split('\r\n')
-        if len(lines) > self.max_headers:
+        count = len(lines)
+        if block.count('\r') >= count or block.count('\n') >= count:
+            bad = next(line for line in lines if '\r' in line or '\n' in line)
+            raise InvalidHeaderLine('invalid header line %r in %s' % (bad[:80], chunk.first_line))
+        if count > self.max_headers:
             raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
         if len(block) > self.max_line_length and max(map(len, lines)) > self.max_line_length:
             raise LimitExceeded('max_line_length', self.max_line_length, 'header line')
-        headers = chunk.headers
+        headers = {}
+        known = _HEADER_CLASSES_EXACT.get
+        new = object.__new__
+        unset = _UNSET
         for line in lines:
-            name, _, value = line.partition(':')
-            header = _make_header(name, value.strip(' \t'))
-            headers[header.name] = header
-        return chunk
+            name, colon, value = line.partition(':')
+            cls = known(name)
+            if cls is None or not colon:
+                if not colon or _HEADER_NAME_RE.fullmatch(name) is None:
+                    raise InvalidHeaderLine('invalid header line %r in %s' % (line[:80], chunk.first_line))
+                header = _make_header(name, value.strip(' \t'))
+                headers[header.name] = header
+                continue
+            # what _make_header does, inlined for the known names as written
+            header = new(cls)
+            header._encoded = value.strip(' \t')
+            header._decoded = unset
+            headers[name] = header
+        return headers
 
     def _parse_body(self, buffer, position, events):
+        # BODY state: hand out body bytes up to this chunk's end-line.
+        # Returns the new position, or -(position + 1) when more input is needed.
         marker = self._marker
         search_from = position
         while True:
@@ -984,14 +1134,15 @@ class MSRPParser:
             if flag is not None and buffer[flag_at + 1:flag_at + 3] == b'\r\n':
                 if end_line > position:
                     events.append((BODY, buffer[position:end_line]))
+                self._chunk.contflag = flag
                 events.append((CHUNK_END, flag))
                 self._state = _HEAD
                 self._marker = None
+                self._chunk = None
                 return flag_at + 3
             search_from = end_line + 1  # the marker followed by something else is body
         # No end-line: everything but a tail that could begin one is body.
-        keep = len(marker) + 2
-        safe_end = len(buffer) - keep
+        safe_end = len(buffer) - (len(marker) + 2)
         if safe_end > position:
             events.append((BODY, buffer[position:safe_end]))
             return -safe_end - 1

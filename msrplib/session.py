@@ -113,6 +113,16 @@ class _Transaction:
 _END = object()
 
 
+def _gets_success_response(chunk):
+    # True if the peer answers request ``chunk`` even when all goes well (Failure-Report yes).
+    if chunk.method is None or chunk.method == 'REPORT':
+        return False
+    try:
+        return chunk.failure_report == 'yes'
+    except HeaderParsingError:
+        return True
+
+
 class MSRPSession:
     """High-level MSRP over one bound transport.
 
@@ -154,12 +164,17 @@ class MSRPSession:
         self._done = Event()
         self._failure = None
         self.reader_job = gevent.spawn(self._reader)
+        self.reader_job.link(self._reader_ended)  # also ends a session whose reader is killed before it runs
         self.writer_job = gevent.spawn(self._writer)
         self._timer_job = gevent.spawn(self._expire_transactions)
         self._keepalive_job = gevent.spawn(self._keepalive) if self.KEEPALIVE_INTERVAL else None
 
     @staticmethod
     def _ignore_incoming(chunk=None, error=None):
+        pass
+
+    @staticmethod
+    def _ignore_response(response):
         pass
 
     @property
@@ -268,9 +283,11 @@ class MSRPSession:
             try:
                 data = []
                 for chunk, response_cb in batch:
+                    data.append(chunk.encode())  # first: encode() may pick a new transaction id
+                    if response_cb is None and _gets_success_response(chunk):
+                        response_cb = self._ignore_response  # so that shutdown() waits for it too
                     if response_cb is not None:
                         self._expect_response(chunk, response_cb)
-                    data.append(chunk.encode())
                     transport.logger.sent_chunk(chunk, transport)
                 self._last_activity = time.monotonic()
                 transport.write(data[0] if len(data) == 1 else b''.join(data))
@@ -349,6 +366,11 @@ class MSRPSession:
             tb = sys.exc_info()[2]
         finally:
             self._end(Failure(reason, tb))
+
+    def _reader_ended(self, job):
+        if self._failure is None:
+            reason = job.exception if job.exception is not None else ConnectionDone()
+            self._end(Failure(reason))
 
     def _handle_response(self, chunk):
         transaction = self.expected_responses.pop(chunk.transaction_id, None)
@@ -435,6 +457,8 @@ class MSRPSession:
     def _keepalive(self):
         while True:
             interval = self.KEEPALIVE_INTERVAL
+            if not interval:
+                return  # disabled on the instance after the session started
             idle = time.monotonic() - self._last_activity
             if idle < interval:
                 gevent.sleep(interval - idle)

@@ -21,7 +21,7 @@ from gevent.lock import Semaphore
 from msrplib import MSRPError
 from msrplib.protocol import (
     URI, MSRPData, MSRPParser, ChunkParseError, InvalidStartLine, HeaderParsingError,
-    ToPathHeader, FromPathHeader, MessageIDHeader, ByteRangeHeader, StatusHeader, ByteRange,
+    ToPathHeader, FromPathHeader, MessageIDHeader, ByteRangeHeader, StatusHeader, ByteRange, Status,
     CHUNK_START, BODY, CHUNK_END, random_transaction_id, random_message_id)
 from msrplib.trafficlog import Logger
 
@@ -182,7 +182,7 @@ def make_report(chunk, code, comment):
     if total is None and chunk.contflag == '$':
         total = end
     report.add_header(ByteRangeHeader(decoded=ByteRange(start, end, total)))
-    report.add_header(StatusHeader(decoded=(code, comment)))
+    report.add_header(StatusHeader(decoded=Status(code, comment)))
     return report
 
 
@@ -623,8 +623,9 @@ class MSRPTransport:
     def accept_binding(self, full_remote_path):
         """Bind the connection as the passive side: wait for the peer's binding SEND and answer it.
 
-        A binding SEND with a body is answered and then returned again by the
-        next :meth:`read_chunk`.  Raises the error sent back
+        A binding SEND with a body is not answered here: the next
+        :meth:`read_chunk` returns it, and its reader answers it like any
+        other SEND (so it gets one response, not two).  Raises the error sent back
         (:class:`MSRPBadRequest`, :class:`MSRPNoSuchSessionError`) when the
         paths do not match, or the closure exception.  The caller puts a
         timeout around it.

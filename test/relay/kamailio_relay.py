@@ -41,7 +41,7 @@ MODULE_DIRS = (
 
 #: Modules the configuration loads.
 REQUIRED_MODULES = ('msrp.so', 'tls.so', 'auth.so', 'sl.so', 'pv.so',
-                    'xlog.so')
+                    'xlog.so', 'htable.so', 'cfgutils.so')
 
 
 class KamailioRelayError(RuntimeError):
@@ -98,11 +98,16 @@ class KamailioRelay:
       username, password, min_expires, max_expires, log_path, config_path,
       workdir, ca (trustme.CA), ca_file (PEM of the CA),
       uri / tls_uri (the relay's own MSRP URIs, no session id).
+
+    `routing` picks how reservations are stored: 'htable' (default; the
+    config script checks Expires and builds Use-Path) or 'cmap' (the msrp
+    module's msrp_cmap_save/lookup, which in Kamailio 5.6.3 answers any
+    AUTH carrying an Expires header with a broken 423 -- see NOTES.md).
     """
 
     def __init__(self, host='127.0.0.1', port=None, tls_port=None,
                  realm='relay.test', username='alice', password='secret',
-                 min_expires=60, max_expires=3600, debug=2,
+                 min_expires=60, max_expires=3600, routing='htable', debug=2,
                  start_timeout=15.0, workdir=None):
         self.binary, self.module_dir = find_kamailio()
         self.host = host
@@ -117,6 +122,9 @@ class KamailioRelay:
         self.password = password
         self.min_expires = min_expires
         self.max_expires = max_expires
+        if routing not in ('htable', 'cmap'):
+            raise ValueError('routing must be htable or cmap')
+        self.routing = routing
         self.debug = debug
         self.start_timeout = start_timeout
         self._own_workdir = workdir is None
@@ -165,6 +173,7 @@ class KamailioRelay:
             'MAX_EXPIRES': str(int(self.max_expires)),
             'DEBUG': str(int(self.debug)),
             'MODULES': self.module_dir or '',
+            'ROUTING': '#!define WITH_CMAP' if self.routing == 'cmap' else '',
         }
         for key, value in values.items():
             if '"' in value or '\n' in value:
@@ -299,7 +308,11 @@ class KamailioRelay:
         self.process = None
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc_info):
         self.close()

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Session benchmarks W1 (chat) and W2 (pipelined), sender and receiver in separate processes.
+
+    python bench/bench_session.py [--quick] [--tls] [--workload W1|W2]
+
+W1: 5,000 x 100-byte text/plain messages sent one after another with
+    deliver_chunk (each waits for its 200): messages/s and mean round trip.
+W2: 20,000 x 100-byte messages with send_chunk and Failure-Report: no,
+    counted by the receiver: messages/s from the sender's first send to the
+    receiver's last chunk.
+A reference is measured in the same run: a raw blocking-socket ping-pong of
+100-byte messages between the same two processes (round trips/s).
+"""
+
+import argparse
+import multiprocessing
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+MESSAGE = b'x' * 100
+
+
+def _receiver(conn, workload, count, use_tls):
+    import gevent
+    from msrplib.connect import AcceptorDirect
+    from msrplib.protocol import URI
+    from msrplib.session import GreenMSRPSession
+    acceptor = AcceptorDirect()
+    path = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=use_tls))
+    conn.send(([str(uri) for uri in path], acceptor.fingerprint))
+    remote = [URI.parse(text) for text in conn.recv()]
+    session = GreenMSRPSession(acceptor.complete(remote))
+    received = 0
+    while received < count:
+        session.receive_chunk()
+        received += 1
+    conn.send(time.monotonic())
+    conn.recv()
+    session.shutdown()
+    gevent.sleep(0)
+
+
+def _sender(conn, workload, count, use_tls):
+    from msrplib.connect import ConnectorDirect
+    from msrplib.protocol import URI, FailureReportHeader
+    from msrplib.session import GreenMSRPSession
+    remote_text, fingerprint = conn.recv()
+    remote = [URI.parse(text) for text in remote_text]
+    connector = ConnectorDirect(expected_fingerprint=fingerprint)
+    path = connector.prepare(URI(host='127.0.0.1', use_tls=use_tls))
+    conn.send([str(uri) for uri in path])
+    session = GreenMSRPSession(connector.complete(remote))
+    started = time.monotonic()
+    if workload == 'W1':
+        for _ in range(count):
+            session.deliver_message(MESSAGE, 'text/plain')
+    else:
+        for _ in range(count):
+            chunk = session.make_message(MESSAGE, 'text/plain')
+            chunk.add_header(FailureReportHeader('no'))
+            session.send_chunk(chunk)
+    sent = time.monotonic()
+    session.shutdown()  # writes what is queued; the pipe below blocks the whole process
+    conn.send((started, sent))
+    conn.recv()
+
+
+def run_pair(workload, count, use_tls=False):
+    """Run one session workload in two processes; returns (messages/s, mean seconds per message)."""
+    context = multiprocessing.get_context('spawn')
+    sender_end, sender_conn = context.Pipe()
+    receiver_end, receiver_conn = context.Pipe()
+    receiver = context.Process(target=_receiver, args=(receiver_conn, workload, count, use_tls))
+    sender = context.Process(target=_sender, args=(sender_conn, workload, count, use_tls))
+    receiver.start()
+    sender.start()
+    try:
+        sender_end.send(receiver_end.recv())       # acceptor's path -> connector
+        receiver_end.send(sender_end.recv())       # connector's path -> acceptor
+        started, _sent = sender_end.recv()
+        finished = receiver_end.recv()
+        sender_end.send('bye')
+        receiver_end.send('bye')
+    finally:
+        sender.join(30)
+        receiver.join(30)
+        for process in (sender, receiver):
+            if process.is_alive():
+                process.kill()
+    elapsed = finished - started
+    return count / elapsed, elapsed / count
+
+
+def _echo_server(listener, count):
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(count):
+        data = b''
+        while len(data) < len(MESSAGE):
+            data += conn.recv(4096)
+        conn.sendall(data)
+    conn.close()
+
+
+def raw_ping_pong(count):
+    """Round trips/s of 100-byte messages over a raw blocking socket between two processes."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+    context = multiprocessing.get_context('fork')
+    server = context.Process(target=_echo_server, args=(listener, count))
+    server.start()
+    client = socket.create_connection(listener.getsockname())
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    started = time.monotonic()
+    for _ in range(count):
+        client.sendall(MESSAGE)
+        data = b''
+        while len(data) < len(MESSAGE):
+            data += client.recv(4096)
+    elapsed = time.monotonic() - started
+    client.close()
+    server.join(10)
+    listener.close()
+    return count / elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='a tenth of the messages')
+    parser.add_argument('--tls', action='store_true', help='use msrps')
+    parser.add_argument('--workload', choices=['W1', 'W2'], action='append')
+    args = parser.parse_args(argv)
+    scale = 10 if args.quick else 1
+    workloads = args.workload or ['W1', 'W2']
+    print('%-4s %-34s %12s %s' % ('', 'workload', 'figure', 'unit'))
+    if 'W1' in workloads:
+        count = 5000 // scale
+        rate, mean = run_pair('W1', count, args.tls)
+        reference = raw_ping_pong(count)
+        print('W1   chat, deliver_chunk one by one    %12.0f msg/s  (mean round trip %.1f us; raw ping-pong '
+              '%.0f/s, ratio %.2f)' % (rate, mean * 1e6, reference, rate / reference))
+    if 'W2' in workloads:
+        count = 20000 // scale
+        rate, _ = run_pair('W2', count, args.tls)
+        print('W2   pipelined, send_chunk, FR no      %12.0f msg/s' % rate)
+
+
+if __name__ == '__main__':
+    main()
