@@ -45,6 +45,8 @@ __all__ = [
     'MSRPConnectError', 'MSRPCertificateError', 'MSRPBindError',
     'ConnectorDirect', 'AcceptorDirect', 'DirectConnector', 'DirectAcceptor', 'MSRPServer',
     'get_connector', 'get_acceptor',
+    'MSRPRelaySettings', 'RelayConnection', 'ConnectorRelay', 'AcceptorRelay',
+    'MSRPRelayAuthError', 'MSRPAuthTimeout', 'MSRPRelayConnectTimeout', 'MSRPRelayConnectError',
 ]
 
 MSRPCertificateError = tls.MSRPCertificateError
@@ -105,8 +107,7 @@ def _close_quietly(sock):
 
 def _listen(uri):
     """Open a listening socket for ``uri`` (port None/0: any) and write the real port into it."""
-    family = socket.AF_INET6 if ':' in uri.host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener = socket.socket(_family(uri.host), socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((uri.host, uri.port or 0))
@@ -125,24 +126,56 @@ def _tune(sock):
         pass
 
 
-def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None):
+def _family(host):
+    return socket.AF_INET6 if ':' in host else socket.AF_INET
+
+
+def bound_socket(uri):
+    """A TCP socket bound to ``uri``'s host and port (port None/0: any, written back); None if that fails.
+
+    The active side connects from it, so the port in its URI is the real
+    source port of its connection -- which is how a relay (RFC 4976) finds
+    the connection again when it forwards chunks back to this endpoint.
+    """
+    sock = socket.socket(_family(uri.host), socket.SOCK_STREAM)
+    try:
+        if uri.port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((uri.host, uri.port or 0))
+    except (OSError, UnicodeError):
+        _close_quietly(sock)
+        return None
+    uri.port = sock.getsockname()[1]
+    return sock
+
+
+def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None, sock=None, context=None,
+               server_hostname=None, timeout_class=None):
     """Open a connection to ``uri`` (TCP, and TLS for msrps), bounded by :class:`MSRPConnectTimeout`.
 
-    Returns the connected gevent socket.  Raises :class:`MSRPConnectTimeout`,
-    :class:`MSRPConnectError` (refused, unreachable, TLS failure) or
-    :class:`MSRPCertificateError` (the peer's certificate does not verify).
+    ``sock``: an unconnected socket to connect from (see :func:`bound_socket`).
+    ``context``: the ``ssl.SSLContext`` to use instead of one made from
+    ``credentials``/``expected_fingerprint``; ``server_hostname``: the name
+    its certificate is checked against (default: the URI's host).  Returns
+    the connected gevent socket.  Raises :class:`MSRPConnectTimeout` (or
+    ``timeout_class``), :class:`MSRPConnectError` (refused, unreachable, TLS
+    failure) or :class:`MSRPCertificateError` (the peer's certificate does
+    not verify).
     """
     port = uri.port or 2855
-    sock = None
-    with MSRPConnectTimeout.timeout():
+    with (timeout_class or MSRPConnectTimeout).timeout():
         try:
-            sock = socket.create_connection((uri.host, port))
+            if sock is None:
+                sock = socket.create_connection((uri.host, port))
+            else:
+                sock.connect((uri.host, port))
             _tune(sock)
             if uri.use_tls:
-                context = tls.client_context(credentials, expected_fingerprint)
-                if expected_fingerprint is None and not isinstance(credentials, ssl.SSLContext) and logger:
-                    logger.warning('TLS peer %s is not authenticated (no fingerprint or CA given)' % (uri,))
-                sock = tls.wrap_socket(sock, context, server_hostname=uri.host)
+                if context is None:
+                    context = tls.client_context(credentials, expected_fingerprint)
+                    if expected_fingerprint is None and not isinstance(credentials, ssl.SSLContext) and logger:
+                        logger.warning('TLS peer %s is not authenticated (no fingerprint or CA given)' % (uri,))
+                sock = tls.wrap_socket(sock, context, server_hostname=server_hostname or uri.host)
                 tls.check_peer_certificate(sock, expected_fingerprint)
         except ssl.SSLCertVerificationError as e:
             _close_quietly(sock)
@@ -171,11 +204,20 @@ class ConnectorDirect:
         self.expected_fingerprint = expected_fingerprint
         self.local_uri = None
         self.transport = None
+        self._socket = None
 
     def prepare(self, local_uri=None):
-        """Return ``[local_uri]`` (a new URI when None; port None becomes 2855: the active side does not listen)."""
+        """Return ``[local_uri]`` (a new URI when None).
+
+        The socket :meth:`complete` connects from is bound here, so a port of
+        None or 0 becomes its real source port; when the URI's host cannot be
+        bound (it is not an address of this machine), the port defaults to
+        2855 and the kernel picks the source address.
+        """
         if local_uri is None:
             local_uri = URI(use_tls=False)
+        self.cleanup()
+        self._socket = bound_socket(local_uri)
         if local_uri.port is None:
             local_uri.port = 2855
         self.local_uri = local_uri
@@ -197,8 +239,12 @@ class ConnectorDirect:
             self.prepare()
         transport = MSRPTransport(self.local_uri, self.logger, self.use_sessmatch)
         transport.set_full_remote_path(full_remote_path)
-        sock = connect_to(transport.next_host(), self.local_uri.credentials, self.expected_fingerprint,
-                          self.logger)
+        next_host = transport.next_host()
+        sock, self._socket = self._socket, None
+        if sock is not None and sock.family != _family(next_host.host):
+            _close_quietly(sock)
+            sock = None
+        sock = connect_to(next_host, self.local_uri.credentials, self.expected_fingerprint, self.logger, sock=sock)
         transport.attach(sock)
         self.transport = transport
         _bind(transport, transport.bind, full_remote_path)
@@ -206,10 +252,13 @@ class ConnectorDirect:
         return transport
 
     def cleanup(self, sync=True):
-        """Close a connection left half-made by a failed :meth:`complete`."""
+        """Close a connection left half-made by a failed :meth:`complete`, or the unused socket of :meth:`prepare`."""
         if self.transport is not None:
             self.transport.loseConnection()
             self.transport = None
+        if self._socket is not None:
+            _close_quietly(self._socket)
+            self._socket = None
 
 
 def _bind(transport, how, full_remote_path):
@@ -491,14 +540,31 @@ class MSRPServer:
 
 
 def get_connector(relay=None, logger=None, use_sessmatch=False):
-    """Return a connector for the calling side: :class:`ConnectorDirect`, or a relay connector when ``relay`` is given."""
+    """Return a connector for the calling side: :class:`ConnectorDirect`, or ``ConnectorRelay`` when ``relay``
+    (an ``MSRPRelaySettings``) is given."""
     if relay is None:
         return ConnectorDirect(logger=logger, use_sessmatch=use_sessmatch)
-    raise NotImplementedError('relay connections are not implemented yet')
+    from msrplib.relay import ConnectorRelay
+    return ConnectorRelay(relay, logger=logger, use_sessmatch=use_sessmatch)
 
 
 def get_acceptor(relay=None, logger=None, use_sessmatch=False):
-    """Return an acceptor for the answering side: :class:`AcceptorDirect`, or a relay acceptor when ``relay`` is given."""
+    """Return an acceptor for the answering side: :class:`AcceptorDirect`, or ``AcceptorRelay`` when ``relay``
+    (an ``MSRPRelaySettings``) is given."""
     if relay is None:
         return AcceptorDirect(logger=logger, use_sessmatch=use_sessmatch)
-    raise NotImplementedError('relay connections are not implemented yet')
+    from msrplib.relay import AcceptorRelay
+    return AcceptorRelay(relay, logger=logger, use_sessmatch=use_sessmatch)
+
+
+_RELAY_NAMES = frozenset(['MSRPRelaySettings', 'RelayConnection', 'ConnectorRelay', 'AcceptorRelay',
+                          'MSRPRelayAuthError', 'MSRPAuthTimeout', 'MSRPRelayConnectTimeout',
+                          'MSRPRelayConnectError'])
+
+
+def __getattr__(name):
+    # The relay classes live in msrplib.relay (which imports this module); they are reachable here too.
+    if name in _RELAY_NAMES:
+        from msrplib import relay
+        return getattr(relay, name)
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

@@ -34,13 +34,15 @@ Client side::
 Server side (for fake relays in tests): :func:`make_challenge`,
 :func:`parse_authorization`, :func:`check_authorization`.
 
-Errors are :class:`DigestError` (a ValueError).
+Errors are :class:`DigestError` (an MSRPError and a ValueError).
 """
 
 import hashlib
 import hmac
 import os
 import re
+
+from msrplib import MSRPError
 
 __all__ = [
     'DigestError', 'Authorization',
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 
-class DigestError(ValueError):
+class DigestError(MSRPError, ValueError):
     """A Digest header could not be parsed, or a challenge cannot be
     answered (unsupported algorithm or qop, missing parameters), or the
     inputs to a computation are invalid."""

@@ -262,7 +262,7 @@ class SimpleHeaderType:
 
     @staticmethod
     def decode(encoded):
-        return _check_text(encoded)
+        return encoded if encoded.isascii() else _check_text(encoded)
 
     @staticmethod
     def encode(decoded):
@@ -331,6 +331,8 @@ class FailureReportHeaderType(LimitedChoiceHeaderType):
 
 
 _BYTE_RANGE_RE = re.compile(r'([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)')
+_NUMERIC_BYTE_RANGE_RE = re.compile(r'([1-9][0-9]{0,17})-([0-9]{1,18})/([0-9]{1,18})')
+_tuple_new = tuple.__new__
 
 
 class ByteRangeHeaderType:
@@ -341,22 +343,22 @@ class ByteRangeHeaderType:
 
     @staticmethod
     def decode(encoded):
-        start, _, rest = encoded.partition('-')
-        end, _, total = rest.partition('/')
-        if (start.isdigit() and end.isdigit() and total.isdigit() and encoded.isascii() and
-                len(start) <= 18 and len(end) <= 18 and len(total) <= 18):
+        match = _NUMERIC_BYTE_RANGE_RE.fullmatch(encoded)
+        if match is not None:
             # fast path for the common all-numeric form
+            start, end, total = match.groups()
             start = int(start)
             end = int(end)
             total = int(total)
-        else:
-            match = _BYTE_RANGE_RE.fullmatch(encoded)
-            if match is None:
-                raise ValueError('not start-end/total: %r' % (encoded,))
-            start, end, total = match.groups()
-            start = int(start)
-            end = None if end == '*' else int(end)
-            total = None if total == '*' else int(total)
+            if start - 1 <= end <= total:
+                return _tuple_new(ByteRange, (start, end, total))
+        match = _BYTE_RANGE_RE.fullmatch(encoded)
+        if match is None:
+            raise ValueError('not start-end/total: %r' % (encoded,))
+        start, end, total = match.groups()
+        start = int(start)
+        end = None if end == '*' else int(end)
+        total = None if total == '*' else int(total)
         if start < 1:
             raise ValueError('start must be at least 1')
         if end is not None and end < start - 1:
@@ -538,12 +540,13 @@ class MSRPHeader:
     @property
     def decoded(self):
         """The typed value; raises :class:`HeaderParsingError` if the text is invalid."""
-        if self._decoded is _UNSET:
+        decoded = self._decoded
+        if decoded is _UNSET:
             try:
-                self._decoded = self.type.decode(self._encoded)
+                decoded = self._decoded = self.type.decode(self._encoded)
             except ValueError as e:
                 raise HeaderParsingError(self.name, str(e))
-        return self._decoded
+        return decoded
 
     @decoded.setter
     def decoded(self, value):
@@ -696,10 +699,6 @@ class MSRPData:
         """Add or replace a header (an :class:`MSRPHeader`)."""
         self.headers[header.name] = header
 
-    def _value(self, name, default=None):
-        header = self.headers.get(name)
-        return default if header is None else header.decoded
-
     @property
     def from_path(self):
         """From-Path as a list of URI (None if absent)."""
@@ -800,8 +799,19 @@ class MSRPData:
         content.sort(key=lambda h: h.name == 'Content-Type')  # Content-Type is the last header
         for header in content:
             lines.append('%s: %s' % (header.name, header.encoded))
-        lines.append('\r\n' if self.data else '')
-        return '\r\n'.join(lines).encode('utf-8', 'surrogateescape')
+        text = '\r\n'.join(lines)
+        if text.count('\r') >= len(lines) or text.count('\n') >= len(lines):
+            self._refuse_line_breaks(lines)
+        return (text + ('\r\n\r\n' if self.data else '\r\n')).encode('utf-8', 'surrogateescape')
+
+    def _refuse_line_breaks(self, lines):
+        # A CR or LF inside the start line or a header would break the framing.
+        if '\r' in lines[0] or '\n' in lines[0]:
+            raise ParsingError('CR or LF in the start line %r' % (lines[0],))
+        for line in lines[1:]:
+            if '\r' in line or '\n' in line:
+                name = line.partition(':')[0]
+                raise HeaderParsingError(name, 'CR or LF in the value %r' % (line[len(name) + 2:],))
 
     @property
     def encoded_footer(self):
@@ -860,6 +870,9 @@ _START_LINE_RE = re.compile(
 # a header name (RFC 4975 §9: token)
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]+")
 _FLAGS = {36: '$', 43: '+', 35: '#'}
+# what may follow the marker of an end-line, and the CHUNK_END event for each flag (by byte value)
+_END_LINE_TAILS = (b'$\r\n', b'+\r\n', b'#\r\n')
+_END_EVENTS = {36: (CHUNK_END, '$'), 43: (CHUNK_END, '+'), 35: (CHUNK_END, '#')}
 # parser states (plain ints: they are compared on the hot path)
 _HEAD, _BODY, _FAILED = 0, 1, 2
 
@@ -979,17 +992,24 @@ class MSRPParser:
 
     def _parse(self, buffer, events):
         # Parse as many events as ``buffer`` holds; return the position of the first unused byte.
+        # The common case, whole chunks in the buffer, is handled here without further calls.
         position = 0
         length = len(buffer)
         find = buffer.find
+        startswith = buffer.startswith
         append = events.append
+        max_line = self.max_line_length
+        max_block = self.max_header_block
+        known = _HEADER_CLASSES_EXACT.get
+        new = object.__new__
+        unset = _UNSET
         while position < length:
             if self._state != _HEAD:
                 position = self._parse_body(buffer, position, events)
                 if position < 0:
                     return -position - 1
                 continue
-            line_end = find(b'\r\n', position, position + self.max_line_length + 2)
+            line_end = find(b'\r\n', position, position + max_line + 2)
             if line_end < 0:
                 self._wait_start_line(buffer, position)
                 return position
@@ -999,33 +1019,65 @@ class MSRPParser:
                                        bytes(buffer[position:min(line_end, position + 80)]))
             tid, method, code, comment = match.groups()
             marker = b'\r\n-------' + tid
-            limit = position + self.max_header_block
+            limit = position + max_block
             blank = find(b'\r\n\r\n', line_end, limit)
             end_line = find(marker, line_end, blank + 2 if blank >= 0 else limit)
-            if end_line < 0 and blank < 0:
-                self._wait_headers(buffer, position, line_end + 2, marker)
-                return position
-            header_end = end_line if end_line >= 0 else blank
-            if method is not None:
-                chunk = MSRPData(tid.decode('ascii'), method.decode('ascii'))
+            if end_line < 0:
+                if blank < 0:
+                    self._wait_headers(buffer, position, line_end + 2, marker)
+                    return position
+                header_end = blank
             else:
-                chunk = MSRPData(tid.decode('ascii'), None, int(code),
-                                 comment.decode('utf-8', 'surrogateescape') if comment else None)
+                header_end = end_line
+            chunk = new(MSRPData)
+            chunk.transaction_id = tid.decode('ascii')
+            if method is not None:
+                chunk.method = method.decode('ascii')
+                chunk.code = chunk.comment = None
+            else:
+                chunk.method = None
+                chunk.code = int(code)
+                chunk.comment = comment.decode('utf-8', 'surrogateescape') if comment else None
+            chunk.headers = headers = {}
+            chunk.data = b''
+            chunk.contflag = '$'
             if header_end > line_end + 2:
-                chunk.headers = self._parse_headers(buffer, line_end + 2, header_end, chunk)
+                # the header lines: checked as a block, then one object per line
+                block = buffer[line_end + 2:header_end].decode('utf-8', 'surrogateescape')
+                lines = block.split('\r\n')
+                count = len(lines)
+                if block.count('\r') >= count or block.count('\n') >= count:
+                    bad = next(line for line in lines if '\r' in line or '\n' in line)
+                    raise InvalidHeaderLine('invalid header line %r in %s' % (bad[:80], chunk.first_line))
+                if count > self.max_headers:
+                    raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
+                if len(block) > max_line and max(map(len, lines)) > max_line:
+                    raise LimitExceeded('max_line_length', max_line, 'header line')
+                for line in lines:
+                    name, colon, value = line.partition(':')
+                    cls = known(name)
+                    if cls is None or not colon:
+                        header = self._unusual_header(line, chunk)
+                        headers[header.name] = header
+                        continue
+                    # what _make_header does, inlined for the known names as written
+                    header = new(cls)
+                    header._encoded = value.strip(' \t')
+                    header._decoded = unset
+                    headers[name] = header
             if end_line >= 0:
                 # no body: the end-line follows the headers
                 flag_at = end_line + len(marker)
                 if length < flag_at + 3:
                     self._wait_end_line(buffer, position, marker)
                     return position
-                flag = _FLAGS.get(buffer[flag_at])
-                if flag is None or buffer[flag_at + 1:flag_at + 3] != b'\r\n':
+                if not startswith(_END_LINE_TAILS, flag_at):
                     raise InvalidEndLine('invalid end-line after %r: %r' %
                                          (chunk.first_line, bytes(buffer[end_line + 2:flag_at + 3])))
-                chunk.contflag = flag
+                end = _END_EVENTS[buffer[flag_at]]
+                chunk.contflag = end[1]
                 append((CHUNK_START, chunk))
-                append((CHUNK_END, flag))
+                append(end)
                 position = flag_at + 3
                 continue
             append((CHUNK_START, chunk))
@@ -1034,19 +1086,33 @@ class MSRPParser:
             end_line = find(marker, position)
             if end_line >= 0:
                 flag_at = end_line + len(marker)
-                if flag_at + 3 <= length:
-                    flag = _FLAGS.get(buffer[flag_at])
-                    if flag is not None and buffer[flag_at + 1:flag_at + 3] == b'\r\n':
-                        if end_line > position:
-                            append((BODY, buffer[position:end_line]))
-                        chunk.contflag = flag
-                        append((CHUNK_END, flag))
-                        position = flag_at + 3
-                        continue
+                if startswith(_END_LINE_TAILS, flag_at):
+                    if end_line > position:
+                        append((BODY, buffer[position:end_line]))
+                    end = _END_EVENTS[buffer[flag_at]]
+                    chunk.contflag = end[1]
+                    append(end)
+                    position = flag_at + 3
+                    continue
             self._state = _BODY
             self._marker = marker
             self._chunk = chunk
+            if end_line < 0:
+                # the body goes on past this buffer: hand out all but a tail that could begin the end-line
+                safe_end = length - len(marker) - 2
+                if safe_end > position:
+                    append((BODY, buffer[position:safe_end]))
+                    return safe_end
+                return position
         return position
+
+    @staticmethod
+    def _unusual_header(line, chunk):
+        # A header line whose name is not a known one spelled canonically, or without a colon.
+        name, colon, value = line.partition(':')
+        if not colon or _HEADER_NAME_RE.fullmatch(name) is None:
+            raise InvalidHeaderLine('invalid header line %r in %s' % (line[:80], chunk.first_line))
+        return _make_header(name, value.strip(' \t'))
 
     def _wait_start_line(self, buffer, position):
         # The start line is incomplete: fail early on what cannot become one.
@@ -1082,38 +1148,6 @@ class MSRPParser:
         self._scanned = len(buffer) - position
         self._lines = 0
         self._line_start = self._scanned
-
-    def _parse_headers(self, buffer, start, end, chunk):
-        # Header lines buffer[start:end] (CRLF-separated, no final CRLF) -> dict name -> header.
-        block = buffer[start:end].decode('utf-8', 'surrogateescape')
-        lines = block.split('\r\n')
-        count = len(lines)
-        if block.count('\r') >= count or block.count('\n') >= count:
-            bad = next(line for line in lines if '\r' in line or '\n' in line)
-            raise InvalidHeaderLine('invalid header line %r in %s' % (bad[:80], chunk.first_line))
-        if count > self.max_headers:
-            raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
-        if len(block) > self.max_line_length and max(map(len, lines)) > self.max_line_length:
-            raise LimitExceeded('max_line_length', self.max_line_length, 'header line')
-        headers = {}
-        known = _HEADER_CLASSES_EXACT.get
-        new = object.__new__
-        unset = _UNSET
-        for line in lines:
-            name, colon, value = line.partition(':')
-            cls = known(name)
-            if cls is None or not colon:
-                if not colon or _HEADER_NAME_RE.fullmatch(name) is None:
-                    raise InvalidHeaderLine('invalid header line %r in %s' % (line[:80], chunk.first_line))
-                header = _make_header(name, value.strip(' \t'))
-                headers[header.name] = header
-                continue
-            # what _make_header does, inlined for the known names as written
-            header = new(cls)
-            header._encoded = value.strip(' \t')
-            header._decoded = unset
-            headers[name] = header
-        return headers
 
     def _parse_body(self, buffer, position, events):
         # BODY state: hand out body bytes up to this chunk's end-line.

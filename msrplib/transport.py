@@ -229,6 +229,7 @@ class MSRPTransport:
         self._parser = MSRPParser(**self.parser_limits)
         self._events = collections.deque()
         self._pushback = collections.deque()   # whole chunks read early (e.g. during binding)
+        self._response_hooks = {}              # transaction id -> callback, see expect_response()
         self._current = None                   # chunk whose body is being read
         self._body = []
         self._body_size = 0
@@ -504,7 +505,26 @@ class MSRPTransport:
                 elif self._body_size >= size and not events:
                     return self._segment_out()
             else:
-                return self._chunk_out(value)
+                chunk = self._chunk_out(value)
+                if chunk.method is None and self._response_hooks:
+                    hook = self._response_hooks.pop(chunk.transaction_id, None)
+                    if hook is not None:
+                        hook(chunk)
+                        continue
+                return chunk
+
+    def expect_response(self, transaction_id, callback):
+        """Have ``callback(response)`` take the response to ``transaction_id`` instead of :meth:`read_chunk`.
+
+        For transactions the transport's owner starts behind the back of
+        whoever reads (a relay connector refreshing its reservation while a
+        session reads).  The callback runs in the reading greenlet.
+        """
+        self._response_hooks[transaction_id] = callback
+
+    def forget_response(self, transaction_id):
+        """Undo :meth:`expect_response` (e.g. after giving up waiting)."""
+        self._response_hooks.pop(transaction_id, None)
 
     def _take_body(self):
         body = self._body

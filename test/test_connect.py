@@ -296,15 +296,6 @@ def test_get_connector_get_acceptor_and_aliases():
     assert connect.DirectConnector(logger=logger, use_sessmatch=True).use_sessmatch
 
 
-def test_relay_argument_is_not_implemented_yet():
-    if getattr(connect, 'ConnectorRelay', None) is not None:
-        pytest.skip('relay connectors exist now (tested with the relay issue)')
-    with pytest.raises(NotImplementedError, match='relay'):
-        get_connector(relay=object())
-    with pytest.raises(NotImplementedError, match='relay'):
-        get_acceptor(relay=object())
-
-
 def test_acceptor_complete_without_prepare():
     with pytest.raises(MSRPError):
         AcceptorDirect().complete([local(port=1)])

@@ -338,3 +338,20 @@ def test_headers_survive_encode_and_parse():
     chunk.add_header(MSRPHeader('X-Unknown', 'value with  spaces'))
     [parsed] = parse_all(chunk.encode())
     assert {n: h.encoded for n, h in parsed.headers.items()} == {n: h.encoded for n, h in chunk.headers.items()}
+
+
+@pytest.mark.parametrize('value', ['a\r\nX-Injected: 1', 'a\rb', 'a\nb', 'end\r\n'])
+def test_regression_encode_refuses_line_breaks_in_header_values(value):
+    # a CR or LF in a value would inject headers or break the framing of the chunk
+    chunk = make_send(b'x')
+    chunk.add_header(MSRPHeader('X-Foo', value))
+    with pytest.raises(HeaderParsingError) as info:
+        chunk.encode()
+    assert info.value.header == 'X-Foo'
+
+
+def test_regression_encode_refuses_line_breaks_in_the_comment():
+    from msrplib.protocol import ParsingError
+    chunk = MSRPData('abcd1234', code=200, comment='OK\r\n-------abcd1234$')
+    with pytest.raises(ParsingError):
+        chunk.encode()

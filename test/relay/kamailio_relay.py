@@ -148,7 +148,7 @@ class KamailioRelay:
     def _make_certificates(self):
         import trustme
         self.ca = trustme.CA()
-        cert = self.ca.issue_cert(self.host, 'localhost')
+        cert = self.ca.issue_cert(self.host, 'localhost', self.domain)
         cert.private_key_pem.write_to_path(self.key_path)
         with open(self.cert_path, 'wb') as f:
             for blob in cert.cert_chain_pems:
