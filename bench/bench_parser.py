@@ -2,7 +2,7 @@
 
     python bench/bench_parser.py [--quick] [--profile small|large]
 
-(a) small chunks: 100,000 SEND chunks of about 380 bytes each, as a chat
+(a) small chunks: 100,000 SEND chunks of about 400 bytes each, as a chat
     client sends them (To-Path and From-Path with one msrps URI each, Message-ID,
     Byte-Range, Success-Report, Failure-Report, Content-Type and a ~100 byte
     body), concatenated and fed in 64 KiB pieces.  Every chunk is consumed as
@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
-from msrplib.protocol import (MSRPParser, MSRPData, MSRPHeader, ByteRange, CHUNK_START, BODY,  # noqa: E402
+from msrplib.protocol import (MSRPParser, MSRPData, MSRPHeader, CHUNK_START, BODY,  # noqa: E402
                               CHUNK_END, random_transaction_id, random_message_id)
 
 PIECE = 64 * 1024

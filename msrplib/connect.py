@@ -33,11 +33,14 @@ import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
+from zope.interface import implementer
+
 from msrplib import MSRPError
 from msrplib import tls
 from msrplib.protocol import URI
 from msrplib.transport import (
     MSRPTransport, MSRPTransactionError, ConnectionClosed, ChunkParseError)
+from msrplib.interfaces import IConnector, IMSRPServer
 from msrplib.trafficlog import Logger
 
 __all__ = [
@@ -190,6 +193,7 @@ def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None, so
     return sock
 
 
+@implementer(IConnector)
 class ConnectorDirect:
     """Calling side without relay: connects to the peer in :meth:`complete` and binds.
 
@@ -270,6 +274,7 @@ def _bind(transport, how, full_remote_path):
         raise
 
 
+@implementer(IConnector)
 class AcceptorDirect:
     """Answering side without relay: listens in :meth:`prepare`, accepts one connection in :meth:`complete`.
 
@@ -380,6 +385,7 @@ class _Rendezvous:
         self.claimed = Event()
 
 
+@implementer(IMSRPServer)
 class MSRPServer:
     """Shares listening sockets between many sessions and routes each incoming connection by its binding.
 

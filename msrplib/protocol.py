@@ -24,7 +24,9 @@ BODY       the end-line of the current transaction      HEAD
 In HEAD the unparsed bytes stay in a buffer whose size is bounded by the
 limits given to the constructor.  In BODY the parser hands out every byte it
 can prove is body and keeps only a tail shorter than the end-line, so a body
-of any size costs bounded memory.
+of any size costs bounded memory.  A chunk that lies whole in the bytes given
+goes through HEAD and BODY in one pass of the parse loop, with no copy of the
+input (see the comment in :class:`MSRPParser` on how the buffer is kept).
 """
 
 import enum
@@ -49,7 +51,8 @@ __all__ = [
     'WWWAuthenticateHeader', 'AuthorizationHeader', 'AuthenticationInfoHeader',
     'ContentTypeHeader', 'ContentIDHeader', 'ContentDescriptionHeader',
     'ContentDispositionHeader', 'UseNicknameHeader', 'header_class',
-    'MSRPData', 'MSRPParser', 'ParserEvent', 'CHUNK_START', 'BODY', 'CHUNK_END', 'random_transaction_id', 'random_message_id',
+    'MSRPData', 'MSRPParser', 'ParserEvent', 'CHUNK_START', 'BODY', 'CHUNK_END',
+    'random_transaction_id', 'random_message_id',
     'END_LINE_DASHES',
 ]
 
@@ -331,7 +334,6 @@ class FailureReportHeaderType(LimitedChoiceHeaderType):
 
 
 _BYTE_RANGE_RE = re.compile(r'([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)')
-_NUMERIC_BYTE_RANGE_RE = re.compile(r'([1-9][0-9]{0,17})-([0-9]{1,18})/([0-9]{1,18})')
 _tuple_new = tuple.__new__
 
 
@@ -343,14 +345,14 @@ class ByteRangeHeaderType:
 
     @staticmethod
     def decode(encoded):
-        match = _NUMERIC_BYTE_RANGE_RE.fullmatch(encoded)
-        if match is not None:
-            # fast path for the common all-numeric form
-            start, end, total = match.groups()
+        start, _, end = encoded.partition('-')
+        end, _, total = end.partition('/')
+        if len(encoded) <= 20 and start.isdigit() and end.isdigit() and total.isdigit() and encoded.isascii():
+            # fast path for the common all-numeric form (at most 20 characters: no part over 18 digits)
             start = int(start)
             end = int(end)
             total = int(total)
-            if start - 1 <= end <= total:
+            if 0 < start <= end + 1 <= total + 1:
                 return _tuple_new(ByteRange, (start, end, total))
         match = _BYTE_RANGE_RE.fullmatch(encoded)
         if match is None:
@@ -828,7 +830,8 @@ class MSRPData:
 
         If the body contains this transaction's end-line marker, a new
         transaction id is chosen first (RFC 4975 §7.1) and stored in
-        ``transaction_id``.
+        ``transaction_id``.  A CR or LF in a header value raises
+        :class:`HeaderParsingError` (in the comment, :class:`ParsingError`).
         """
         if self.data:
             while ('\r\n' + END_LINE_DASHES + self.transaction_id).encode('ascii') in self.data:
@@ -858,7 +861,7 @@ class ParserEvent(enum.IntEnum):
     """Kinds of event :meth:`MSRPParser.feed` returns, as ``(kind, value)`` tuples."""
     CHUNK_START = 1  #: value: MSRPData with headers and empty data
     BODY = 2         #: value: bytes of body (never empty)
-    CHUNK_END = 3    #: value: continuation flag, '$', '+' or '#'
+    CHUNK_END = 3    #: value: continuation flag, '$', '+' or '#' (also set as the chunk's contflag)
 
 
 CHUNK_START = ParserEvent.CHUNK_START

@@ -19,12 +19,15 @@ import gevent
 from gevent import ssl as gevent_ssl
 from gevent.event import AsyncResult
 
+from zope.interface import implementer
+
 from msrplib import MSRPError, digest, tls
 from msrplib.connect import (
     MSRPTimeout, MSRPConnectTimeout, MSRPConnectError, MSRPBindSessionTimeout, connect_to, _bind, _close_quietly)
 from msrplib.protocol import (
     URI, ConnectInfo, MSRPData, ToPathHeader, FromPathHeader, ExpiresHeader, AuthorizationHeader,
     HeaderParsingError, random_transaction_id)
+from msrplib.interfaces import IConnector
 from msrplib.trafficlog import Logger
 from msrplib.transport import MSRPTransport, MSRPTransactionError
 
@@ -144,6 +147,7 @@ def _relay_context(relay):
     return context
 
 
+@implementer(IConnector)
 class RelayConnection:
     """Connects through a relay: ``RelayConnection(relay, mode, logger=None, use_sessmatch=False)``.
 

@@ -26,7 +26,10 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.queue import Queue, Full
 
+from zope.interface import implementer
+
 from msrplib import MSRPError
+from msrplib.interfaces import IMSRPSession, IGreenMSRPSession
 from msrplib.protocol import MSRPData, ContentTypeHeader, ToPathHeader, FromPathHeader, HeaderParsingError
 from msrplib.transport import (
     make_response, make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
@@ -123,6 +126,7 @@ def _gets_success_response(chunk):
         return True
 
 
+@implementer(IMSRPSession)
 class MSRPSession:
     """High-level MSRP over one bound transport.
 
@@ -157,7 +161,11 @@ class MSRPSession:
         self.expected_responses = {}              # transaction id -> _Transaction
         self._deadlines = []                      # heap of (deadline, sequence, _Transaction)
         self._sequence = 0
+        self._timer_due = 0.0                     # when the timer greenlet wakes next (inf: when told)
         self._unsent = 0                          # chunks accepted by send_chunk, not yet written
+        self._writer_idle = False                 # True while the writer waits for the queue
+        self._loop = gevent.get_hub().loop
+        self._inline_iteration = None             # hub loop iteration of the last direct write
         self._deadline_added = Event()
         self.outgoing = Queue(self.OUTGOING_QUEUE_SIZE)
         self._last_activity = time.monotonic()
@@ -203,12 +211,38 @@ class MSRPSession:
             raise TypeError('response_cb must be callable, not %r' % (response_cb,))
         if self.state != SessionState.CONNECTED:
             raise MSRPSessionError('Cannot send chunk because MSRPSession is %s' % self.state)
+        if self._writer_idle and not self._unsent:
+            # Nothing queued.  A chunk sent after the hub ran (e.g. after waiting for a response) goes
+            # straight to the socket; chunks sent back to back go to the writer, which batches them.
+            iteration = getattr(self._loop, 'iteration', None)
+            if iteration is not None and iteration != self._inline_iteration:
+                self._inline_iteration = iteration
+                self._write_now(chunk, response_cb)
+                return
         self._unsent += 1
         try:
             self.outgoing.put((chunk, response_cb))
         except BaseException:
             self._unsent -= 1
             raise
+
+    def _write_now(self, chunk, response_cb):
+        data = self._outgoing_bytes(chunk, response_cb)
+        self._last_activity = time.monotonic()
+        try:
+            self.msrp.write(data, sync=False)
+        except ConnectionClosed:
+            pass  # the reader sees the closure, ends the session and fails the transaction
+
+    def _outgoing_bytes(self, chunk, response_cb):
+        # Encode a chunk about to be written and expect its response.
+        data = chunk.encode()  # first: encode() may pick a new transaction id
+        if response_cb is None and _gets_success_response(chunk):
+            response_cb = self._ignore_response  # so that shutdown() waits for it too
+        if response_cb is not None:
+            self._expect_response(chunk, response_cb)
+        self.msrp.logger.sent_chunk(chunk, self.msrp)
+        return data
 
     def deliver_chunk(self, chunk, event=None):
         """Send ``chunk`` and wait for its response.
@@ -277,18 +311,15 @@ class MSRPSession:
         transport = self.msrp
         outgoing = self.outgoing
         while True:
-            batch = [outgoing.get()]
+            self._writer_idle = True
+            try:
+                batch = [outgoing.get()]
+            finally:
+                self._writer_idle = False
             while len(batch) < 64 and not outgoing.empty():  # one write for what is queued already
                 batch.append(outgoing.get_nowait())
             try:
-                data = []
-                for chunk, response_cb in batch:
-                    data.append(chunk.encode())  # first: encode() may pick a new transaction id
-                    if response_cb is None and _gets_success_response(chunk):
-                        response_cb = self._ignore_response  # so that shutdown() waits for it too
-                    if response_cb is not None:
-                        self._expect_response(chunk, response_cb)
-                    transport.logger.sent_chunk(chunk, transport)
+                data = [self._outgoing_bytes(chunk, response_cb) for chunk, response_cb in batch]
                 self._last_activity = time.monotonic()
                 transport.write(data[0] if len(data) == 1 else b''.join(data))
             except ConnectionClosed:
@@ -301,17 +332,28 @@ class MSRPSession:
         self.expected_responses[chunk.transaction_id] = transaction
         self._sequence += 1
         heapq.heappush(self._deadlines, (transaction.deadline, self._sequence, transaction))
-        if self._deadlines[0][2] is transaction:
-            self._deadline_added.set()
+        if transaction.deadline < self._timer_due:
+            self._deadline_added.set()  # the timer greenlet sleeps past this deadline: wake it
+
+    def _finish_transaction(self, transaction):
+        # A transaction got its response: forget it, and drop finished ones from the head of the heap.
+        transaction.chunk = None
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].chunk is None:
+            heapq.heappop(deadlines)
 
     def _expire_transactions(self):
         deadlines = self._deadlines
         while True:
             self._deadline_added.clear()
+            while deadlines and deadlines[0][2].chunk is None:
+                heapq.heappop(deadlines)
             if not deadlines:
+                self._timer_due = float('inf')
                 self._deadline_added.wait()
                 continue
-            delay = deadlines[0][0] - time.monotonic()
+            self._timer_due = deadlines[0][0]
+            delay = self._timer_due - time.monotonic()
             if delay > 0:
                 self._deadline_added.wait(delay)
                 continue
@@ -377,6 +419,7 @@ class MSRPSession:
         if transaction is None:
             self.logger.debug('Ignoring a response to unknown transaction %s' % chunk.transaction_id)
             return
+        self._finish_transaction(transaction)
         self._call_response_cb(transaction.callback, chunk)
 
     def _handle_request(self, chunk):
@@ -538,6 +581,7 @@ class MSRPSession:
             self.logger.exception('on_incoming_cb raised')
 
 
+@implementer(IGreenMSRPSession)
 class GreenMSRPSession(MSRPSession):
     """An :class:`MSRPSession` that puts incoming chunks into a queue (``incoming``).
 

@@ -8,6 +8,10 @@ unless the application configures logging).
 
 import logging
 
+from zope.interface import implementer
+
+from msrplib.interfaces import ILogger
+
 __all__ = ['Logger']
 
 # A library must not print on its own: without configuration, warnings stay quiet.
@@ -23,6 +27,7 @@ def _endpoint(address):
     return '[%s]:%s' % (host, port) if ':' in str(host) else '%s:%s' % (host, port)
 
 
+@implementer(ILogger)
 class Logger:
     """Logs msrplib's state messages and, with ``log_traffic``, every chunk.
 

@@ -4,7 +4,7 @@ import pytest
 
 from msrplib.protocol import (
     URI, MSRPData, MSRPHeader, MSRPNamedHeader, HeaderParsingError, ByteRange, Status, MSRPParser,
-    ToPathHeader, FromPathHeader, ByteRangeHeader, ContentTypeHeader, CHUNK_START, BODY, CHUNK_END,
+    ToPathHeader, FromPathHeader, ByteRangeHeader, ContentTypeHeader, CHUNK_START, BODY,
     random_transaction_id, random_message_id, END_LINE_DASHES, IntegerHeaderType)
 
 TO = 'msrp://biloxi.example.com:12763/kjhd37s2s20w2a;tcp'

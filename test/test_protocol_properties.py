@@ -10,7 +10,8 @@ import random
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from msrplib.protocol import (
-    MSRPData, MSRPHeader, MSRPParser, ChunkParseError, ByteRange, Status, URI, CHUNK_START, BODY, CHUNK_END,
+    MSRPData, MSRPHeader, MSRPParser, ChunkParseError, HeaderParsingError, ByteRange, Status, URI,
+    CHUNK_START, BODY, CHUNK_END,
     header_class, ToPathHeader, FromPathHeader, ByteRangeHeader, StatusHeader, ExpiresHeader)
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -229,3 +230,42 @@ def test_mutated_streams_give_events_or_typed_errors(stream, cuts):
        st.lists(st.integers(0, 1000), max_size=30))
 def test_token_soup_gives_events_or_typed_errors(tokens, cuts):
     check_hostile(b''.join(tokens), cuts)
+
+
+# -- header values
+
+def reference_byte_range(text):
+    # RFC 4975 §9: byte-range = range-start "-" range-end "/" total; with this library's checks
+    import re
+    match = re.fullmatch(r'([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)', text)
+    if match is None:
+        return None
+    start, end, total = match.groups()
+    start = int(start)
+    end = None if end == '*' else int(end)
+    total = None if total == '*' else int(total)
+    if start < 1 or (end is not None and end < start - 1):
+        return None
+    if total is not None and ((end is not None and total < end) or total < start - 1):
+        return None
+    return ByteRange(start, end, total)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.text('0123456789-/*', max_size=25),
+    st.text('0123456789-/* +_\u0661', max_size=12),
+    st.builds('{}-{}/{}'.format, st.integers(0, 10 ** 19), st.integers(0, 10 ** 19) | st.just('*'),
+              st.integers(0, 10 ** 19) | st.just('*')),
+    st.builds('{}-{}/{}'.format, st.integers(0, 50), st.integers(0, 50), st.integers(0, 50))))
+def test_byte_range_decode_matches_the_grammar(text):
+    expected = reference_byte_range(text)
+    header = ByteRangeHeader(text)
+    if expected is None:
+        try:
+            value = header.decoded
+        except HeaderParsingError:
+            return
+        raise AssertionError('accepted %r as %r' % (text, value))
+    assert header.decoded == expected
+    assert type(header.decoded) is ByteRange
