@@ -21,9 +21,13 @@ setup(
         'zope.interface>=5.0',
         'cryptography>=3.4',
         'dnspython>=2.0',
+        'tqdm>=4.0',
     ],
     extras_require={
         'test': ['pytest>=7', 'pytest-timeout>=2', 'hypothesis>=6', 'trustme>=1.0'],
+    },
+    entry_points={
+        'console_scripts': ['msrp = msrplib.cli:main'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

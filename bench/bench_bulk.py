@@ -1,6 +1,7 @@
 """Bulk transfer benchmark: MSRPTransport against a raw socket, over loopback.
 
-    python bench/bench_bulk.py [--quick] [--tls] [--size MiB] [--chunk KiB] [--repeat N] [--no-pin] [--profile]
+    python bench/bench_bulk.py [--quick] [--tls] [--layer transport|session] [--size MiB] [--chunk KiB]
+                               [--repeat N] [--no-pin] [--profile]
 
 Sends SIZE MiB (default 128; 16 with --quick) as CHUNK KiB (default 64) SEND
 chunks of one message with ``MSRPTransport.write_chunk`` in one process and
@@ -17,6 +18,11 @@ of the pairs.  Sender and receiver are pinned to one CPU each (unless
 --no-pin): left to the scheduler, they sometimes share one CPU, which halves
 the MSRP figure but hardly changes the raw one.  The machine should be otherwise idle: loopback throughput
 varies a lot with other load.
+
+--layer session (W3 of bench/run.py) sends the chunks with the session's
+``send_chunk`` (Failure-Report yes: each chunk gets its 200) and receives them
+with ``GreenMSRPSession.receive_chunk``; the receiver checks the byte count
+and every Byte-Range.
 
 --profile runs one more MSRP transfer with cProfile on both sides and prints
 the top functions of each.
@@ -164,12 +170,68 @@ def msrp_sender(args):
     transport.loseConnection()
 
 
+def session_receiver(args):
+    """W3 through the session: a GreenMSRPSession receives the chunks; checks byte count and Byte-Ranges."""
+    from msrplib.connect import AcceptorDirect, MSRPIncomingConnectTimeout
+    from msrplib.session import GreenMSRPSession
+    from msrplib.tls import TLSCredentials
+    MSRPIncomingConnectTimeout.seconds = 60
+    receiver, sender = _uris(args)
+    if args.tls:
+        with open(args.cert, 'rb') as f:
+            cert = f.read()
+        with open(args.key, 'rb') as f:
+            key = f.read()
+        receiver.credentials = TLSCredentials(cert, key)
+    acceptor = AcceptorDirect()
+    acceptor.prepare(receiver)
+    print('ready', flush=True)
+    session = GreenMSRPSession(acceptor.complete([sender]))
+    total, received, started = args.total, 0, None
+    while received < total:
+        chunk = session.receive_chunk()
+        if started is None:
+            started = time.perf_counter()
+        byte_range = chunk.byte_range
+        if byte_range.start != received + 1 or byte_range.total != total or \
+                byte_range.end not in (None, received + len(chunk.data)):
+            raise SystemExit('session: bad Byte-Range %r after %d bytes' % (byte_range, received))
+        received += len(chunk.data)
+    elapsed = time.perf_counter() - started
+    if received != total or chunk.contflag != '$':
+        raise SystemExit('session: %d bytes received, %d expected, last flag %r' % (received, total, chunk.contflag))
+    session.shutdown()
+    return elapsed
+
+
+def session_sender(args):
+    """W3 through the session: ``send_chunk`` of every chunk of one message, then wait for the close."""
+    from msrplib.connect import ConnectorDirect
+    from msrplib.session import GreenMSRPSession
+    from msrplib.transport import ConnectionClosed
+    receiver, sender = _uris(args)
+    connector = ConnectorDirect(expected_fingerprint=args.fingerprint)
+    connector.prepare(sender)
+    session = GreenMSRPSession(connector.complete([receiver]))
+    data = os.urandom(args.chunk)
+    total = args.total
+    make_send_request = session.msrp.make_send_request
+    for start in range(1, total + 1, args.chunk):
+        session.send_chunk(make_send_request(message_id='benchmessage', data=data, start=start, length=total))
+    try:
+        while True:
+            session.receive_chunk()  # the receiver's shutdown ends the session
+    except ConnectionClosed:
+        pass
+
+
 # ---------------------------------------------------------------------------
 # Process management
 
 def child_main(args):
     roles = {'raw-receiver': raw_receiver, 'raw-sender': raw_sender,
-             'msrp-receiver': msrp_receiver, 'msrp-sender': msrp_sender}
+             'msrp-receiver': msrp_receiver, 'msrp-sender': msrp_sender,
+             'session-receiver': session_receiver, 'session-sender': session_sender}
     function = roles[args.role]
     if args.pin and hasattr(os, 'sched_setaffinity'):
         cpus = sorted(os.sched_getaffinity(0))
@@ -222,6 +284,9 @@ def main():
     parser.add_argument('--chunk', type=int, default=64, help='KiB per SEND chunk (default 64)')
     parser.add_argument('--repeat', type=int, default=5, help='runs of each measurement; the best counts')
     parser.add_argument('--profile', action='store_true', help='also profile one MSRP transfer (both sides)')
+    parser.add_argument('--layer', choices=('transport', 'session'), default='transport',
+                        help='MSRP side: MSRPTransport.write_chunk/read_chunk (default) or the session\'s '
+                             'send_chunk/receive_chunk (W3)')
     parser.add_argument('--no-pin', action='store_true',
                         help='let the OS place sender and receiver (default: one CPU each)')
     # used by the child processes
@@ -247,7 +312,8 @@ def main():
         print('bulk transfer: %d MiB as %d KiB SEND chunks over 127.0.0.1%s, best of %d'
               % (size, args.chunk // 1024, ' with TLS' if args.tls else '', args.repeat))
         # Interleaved, so that a load change on the machine hits both measurements alike.
-        runs = [(transfer('raw', args), transfer('msrp', args)) for _ in range(args.repeat)]
+        kind = 'session' if args.layer == 'session' else 'msrp'
+        runs = [(transfer('raw', args), transfer(kind, args)) for _ in range(args.repeat)]
         for number, (raw, msrp) in enumerate(runs, 1):
             print('  run %d: raw %7.1f MB/s, msrp %7.1f MB/s, %5.1f %%'
                   % (number, args.total / raw / 1e6, args.total / msrp / 1e6, 100.0 * raw / msrp))
@@ -257,12 +323,13 @@ def main():
         msrp_rate = args.total / msrp / 1e6
         ratios = sorted(100.0 * run[0] / run[1] for run in runs)
         print('raw socket   %8.1f MB/s  (best, %.3f s)' % (raw_rate, raw))
-        print('MSRPTransport%8.1f MB/s  (best, %.3f s)' % (msrp_rate, msrp))
+        print('%-13s%8.1f MB/s  (best, %.3f s)' % ('MSRPSession' if kind == 'session' else 'MSRPTransport',
+                                                     msrp_rate, msrp))
         print('ratio        %8.1f %%  (best to best; median of the runs %.1f %%)'
               % (100.0 * msrp_rate / raw_rate, ratios[len(ratios) // 2]))
         if args.profile:
             sys.stdout.flush()
-            transfer('msrp', args, profile=True)
+            transfer(kind, args, profile=True)
 
 
 if __name__ == '__main__':

@@ -985,8 +985,11 @@ class MSRPParser:
             lines = self._lines + pending.count(b'\r\n', scanned - 1)
             last = pending.rfind(b'\r\n', scanned - 1)
             line_start = self._line_start if last < 0 else last + 2
-            if (lines > self.max_headers or len(pending) - line_start > self.max_line_length or
-                    len(pending) > self.max_header_block):
+            # (an incomplete line may hold one byte more: the CR of its CRLF; and when lines were completed,
+            # one of them may be too long if they span more than a line can)
+            if (lines > self.max_headers or len(pending) - line_start > self.max_line_length + 1 or
+                    len(pending) > self.max_header_block or
+                    (last >= 0 and len(pending) - self._line_start > self.max_line_length + 2)):
                 return True
             self._lines = lines
             self._line_start = line_start
@@ -1054,8 +1057,9 @@ class MSRPParser:
                     raise InvalidHeaderLine('invalid header line %r in %s' % (bad[:80], chunk.first_line))
                 if count > self.max_headers:
                     raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
-                if len(block) > max_line and max(map(len, lines)) > max_line:
-                    raise LimitExceeded('max_line_length', max_line, 'header line')
+                if header_end - line_end - 2 > max_line and \
+                        max(map(len, buffer[line_end + 2:header_end].split(b'\r\n'))) > max_line:
+                    raise LimitExceeded('max_line_length', max_line, 'header line')  # counted in bytes
                 for line in lines:
                     name, colon, value = line.partition(':')
                     cls = known(name)
@@ -1137,8 +1141,11 @@ class MSRPParser:
             raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
         last = buffer.rfind(b'\r\n', start)
         line_start = last + 2 if last >= 0 else start
-        if len(buffer) - line_start > self.max_line_length:
-            raise LimitExceeded('max_line_length', self.max_line_length, 'header line')
+        if len(buffer) - start > self.max_line_length + 1:
+            # a complete line over the limit, or the incomplete last one (which may still get its CR)
+            lengths = [len(line) for line in buffer[start:].split(b'\r\n')]
+            if max(lengths[:-1], default=0) > self.max_line_length or lengths[-1] > self.max_line_length + 1:
+                raise LimitExceeded('max_line_length', self.max_line_length, 'header line')
         self._marker = marker
         self._scanned = len(buffer) - position
         self._lines = lines

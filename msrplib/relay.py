@@ -14,6 +14,7 @@ mode)`` is the classic spelling of both.  The classes are importable from
 """
 
 import ssl
+import time
 
 import gevent
 from gevent import ssl as gevent_ssl
@@ -128,7 +129,8 @@ def resolve_relay(relay, lifetime=5.0):
         import dns.exception
         import dns.resolver
         name = '_%s._tcp.%s' % ('msrps' if relay.use_tls else 'msrp', relay.domain)
-        answers = dns.resolver.resolve(name, 'SRV', lifetime=lifetime)
+        # dnspython blocks its thread: ask in gevent's thread pool so that other greenlets run meanwhile
+        answers = gevent.get_hub().threadpool.apply(dns.resolver.resolve, (name, 'SRV'), {'lifetime': lifetime})
         records = sorted(answers, key=lambda record: (record.priority, -record.weight))
         found = [(str(record.target).rstrip('.'), record.port) for record in records if str(record.target) != '.']
         if found:
@@ -159,10 +161,12 @@ class RelayConnection:
     returns ``Use-Path + [local_uri]``; the reservation is refreshed with a
     new AUTH before it expires for as long as the connection lives.
     Class attribute ``REFRESH_FRACTION`` (2/3): how far into the
-    reservation's lifetime the refresh is sent.
+    reservation's lifetime the refresh is sent; ``CLOSED_CHECK_INTERVAL``
+    (1 s): how soon after the connection closes the refreshing stops.
     """
 
     REFRESH_FRACTION = 2.0 / 3
+    CLOSED_CHECK_INTERVAL = 1.0  # how often the refresh greenlet checks whether the connection closed
 
     def __init__(self, relay, mode, logger=None, use_sessmatch=False):
         if mode not in ('active', 'passive'):
@@ -368,7 +372,11 @@ class RelayConnection:
 
     def _refresh_loop(self, transport):
         while transport.connected:
-            gevent.sleep(max(0.5, self.expires * self.REFRESH_FRACTION))
+            # wake up now and then: the loop must end soon after the connection closes, not when
+            # the refresh is due (which may be most of an hour away)
+            due = time.monotonic() + max(0.5, self.expires * self.REFRESH_FRACTION)
+            while transport.connected and time.monotonic() < due:
+                gevent.sleep(min(self.CLOSED_CHECK_INTERVAL, due - time.monotonic()))
             if not transport.connected:
                 return
             try:

@@ -16,8 +16,10 @@ When the session ends, for whatever reason, the application learns it once:
 :meth:`~GreenMSRPSession.receive_chunk`.
 """
 
+import collections
 import enum
 import heapq
+import os
 import sys
 import time
 import traceback
@@ -30,7 +32,9 @@ from zope.interface import implementer
 
 from msrplib import MSRPError
 from msrplib.interfaces import IMSRPSession, IGreenMSRPSession
-from msrplib.protocol import MSRPData, ContentTypeHeader, ToPathHeader, FromPathHeader, HeaderParsingError
+from msrplib.protocol import (
+    MSRPData, ContentTypeHeader, ToPathHeader, FromPathHeader, HeaderParsingError, ByteRange, ByteRangeHeader,
+    ContentDispositionHeader, MSRPHeader)
 from msrplib.transport import (
     make_response, make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
 
@@ -114,6 +118,7 @@ class _Transaction:
 
 
 _END = object()
+_MESSAGE = object()  # marks an OutgoingMessage in the outgoing queue
 
 
 def _gets_success_response(chunk):
@@ -140,17 +145,25 @@ class MSRPSession:
     ``SHUTDOWN_TIMEOUT`` (10 s: longest :meth:`shutdown` waits for the
     queue and responses), ``KEEPALIVE_INTERVAL`` (60 s of idleness before an
     empty SEND is sent; None or 0 disables), ``OUTGOING_QUEUE_SIZE`` (chunks
-    queued for the writer before :meth:`send_chunk` blocks).
+    queued for the writer before :meth:`send_chunk` blocks),
+    ``MESSAGE_CHUNK_SIZE`` (64 KiB: chunk size of :meth:`send_large_message`).
+
+    ``assembler`` (a :class:`msrplib.message.MessageAssembler`) turns on
+    reassembly: incoming SEND chunks are collected into whole
+    :class:`~msrplib.message.IncomingMessage` objects, which are what the
+    callback then receives, with one Success-Report per message.
 
     Subclasses handle further methods with ``_handle_incoming_<METHOD>(self, chunk)``.
     """
 
     RESPONSE_TIMEOUT = 30
+    MESSAGE_CHUNK_SIZE = 65536
     SHUTDOWN_TIMEOUT = 10
     KEEPALIVE_INTERVAL = 60
     OUTGOING_QUEUE_SIZE = 1000
 
-    def __init__(self, msrptransport, accept_types=None, on_incoming_cb=None, automatic_reports=True):
+    def __init__(self, msrptransport, accept_types=None, on_incoming_cb=None, automatic_reports=True,
+                 assembler=None):
         if on_incoming_cb is not None and not callable(on_incoming_cb):
             raise TypeError('on_incoming_cb must be callable')
         self.msrp = msrptransport
@@ -164,6 +177,9 @@ class MSRPSession:
         self._timer_due = 0.0                     # when the timer greenlet wakes next (inf: when told)
         self._unsent = 0                          # chunks accepted by send_chunk, not yet written
         self._writer_idle = False                 # True while the writer waits for the queue
+        self._sending_messages = collections.deque()  # OutgoingMessages the writer is sending
+        self._outgoing_messages = {}              # Message-ID -> OutgoingMessage not finished yet
+        self.assembler = assembler
         self._loop = gevent.get_hub().loop
         self._inline_iteration = None             # hub loop iteration of the last direct write
         self._deadline_added = Event()
@@ -290,6 +306,67 @@ class MSRPSession:
         chunk = self.make_message(msg, content_type)
         return self.deliver_chunk(chunk)
 
+    def send_large_message(self, source, content_type, message_id=None, chunk_size=None, success_report=False,
+                           progress_cb=None, headers=None, failure_report='yes'):
+        """Send a message of any size as chunks; return its :class:`~msrplib.message.OutgoingMessage`.
+
+        ``source`` is bytes (or str) or a binary file object, read as the
+        chunks go out.  Chunks are ``chunk_size`` bytes (default
+        ``MESSAGE_CHUNK_SIZE``) with one Message-ID and their Byte-Ranges;
+        anything sent meanwhile goes out between them.  ``success_report``
+        asks the receiver for REPORTs, and the message counts as delivered
+        only once they cover it.  ``progress_cb(message)`` sees
+        ``message.bytes_acknowledged`` grow; ``message.wait()`` returns when
+        it is delivered and raises MSRPTransactionError when it failed (a
+        413 stops it).  ``headers``: extra headers for every chunk (header
+        objects or (name, value) pairs).  Raises :class:`MSRPSessionError`
+        when the session no longer sends.
+        """
+        from msrplib.message import OutgoingMessage
+        if self.state != SessionState.CONNECTED:
+            raise MSRPSessionError('Cannot send a message because MSRPSession is %s' % self.state)
+        message = OutgoingMessage(source, content_type, message_id=message_id,
+                                  chunk_size=chunk_size or self.MESSAGE_CHUNK_SIZE, success_report=success_report,
+                                  failure_report=failure_report, progress_cb=progress_cb, headers=headers)
+        self._outgoing_messages[message.message_id] = message
+        message.outcome.rawlink(lambda _: self._outgoing_messages.pop(message.message_id, None))
+        self._unsent += 1
+        self.outgoing.put((message, _MESSAGE))
+        return message
+
+    def send_file(self, file, content_type=None, chunk_size=None, success_report=False, progress_cb=None,
+                  name=None):
+        """Send a file (a path, or a binary file object) as a message; return its OutgoingMessage.
+
+        The file is streamed, never loaded whole.  Its description
+        (RFC 5547 file-selector: name, type, size, sha-1 hash) is in
+        ``message.file_selector`` (for SDP ``a=file-selector``) and in the
+        chunks' ``File-Selector`` header; Content-Disposition is
+        ``attachment`` with the file name.  A file opened here is closed
+        when the message ends.
+        """
+        from msrplib.sdp import FileSelector
+        own_file = not hasattr(file, 'read')
+        handle = open(file, 'rb') if own_file else file
+        try:
+            if name is None:
+                name = os.path.basename(file if own_file else getattr(handle, 'name', 'file'))
+            selector = FileSelector.from_file(handle, name=name, type=content_type)
+            content_type = content_type or selector.type or 'application/octet-stream'
+            headers = [ContentDispositionHeader(decoded=('attachment', {'filename': name, 'size': selector.size})),
+                       MSRPHeader('File-Selector', str(selector))]
+            message = self.send_large_message(handle, content_type, chunk_size=chunk_size,
+                                              success_report=success_report, progress_cb=progress_cb,
+                                              headers=headers)
+        except BaseException:
+            if own_file:
+                handle.close()
+            raise
+        message.file_selector = selector
+        if own_file:
+            message.outcome.rawlink(lambda _: handle.close())
+        return message
+
     def send_report(self, chunk, code, reason):
         """Send a REPORT about incoming SEND ``chunk`` with status ``code``/``reason``.
 
@@ -310,22 +387,54 @@ class MSRPSession:
     def _writer(self):
         transport = self.msrp
         outgoing = self.outgoing
+        messages = self._sending_messages  # OutgoingMessages, sent one chunk per turn, round robin
         while True:
-            self._writer_idle = True
+            if messages and outgoing.empty():
+                if not self._write_message_chunk(messages):
+                    return
+                continue
+            self._writer_idle = not messages
             try:
                 batch = [outgoing.get()]
             finally:
                 self._writer_idle = False
             while len(batch) < 64 and not outgoing.empty():  # one write for what is queued already
                 batch.append(outgoing.get_nowait())
+            chunks = []
+            for item in batch:
+                if item[1] is _MESSAGE:
+                    messages.append(item[0])
+                    self._unsent -= 1
+                else:
+                    chunks.append(item)
+            if not chunks:
+                continue
             try:
-                data = [self._outgoing_bytes(chunk, response_cb) for chunk, response_cb in batch]
+                data = [self._outgoing_bytes(chunk, response_cb) for chunk, response_cb in chunks]
                 self._last_activity = time.monotonic()
                 transport.write(data[0] if len(data) == 1 else b''.join(data))
             except ConnectionClosed:
                 return  # the reader sees the closure and ends the session
             finally:
-                self._unsent -= len(batch)
+                self._unsent -= len(chunks)
+
+    def _write_message_chunk(self, messages):
+        # Send the next chunk of the first message and move it to the back; False once the connection is closed.
+        message = messages.popleft()
+        chunk = message.next_chunk(self.msrp)
+        if message.wants_writer:
+            messages.append(message)
+        if chunk is None:
+            return True
+        callback = message.response_callback(chunk) if chunk.contflag != '#' else None
+        try:
+            data = self._outgoing_bytes(chunk, callback)
+            self._last_activity = time.monotonic()
+            self.msrp.write(data)
+        except ConnectionClosed:
+            return False
+        gevent.sleep(0)  # let other greenlets queue chat lines and reports before the next chunk
+        return True
 
     def _expect_response(self, chunk, response_cb):
         transaction = _Transaction(chunk, response_cb, time.monotonic() + self.RESPONSE_TIMEOUT)
@@ -463,6 +572,9 @@ class MSRPSession:
         if error is not None:
             self.msrp.write_response(chunk, error.code, error.comment, wait=False)
             return
+        if self.assembler is not None:
+            self._assemble(chunk)
+            return
         self.msrp.write_response(chunk, 200, 'OK', wait=False)
         if self.automatic_reports and chunk.success_report == 'yes' and chunk.contflag != '#':
             report = make_report(chunk, 200, 'OK')
@@ -470,8 +582,24 @@ class MSRPSession:
                 self._queue_internal(report)
         self._deliver(chunk)
 
+    def _assemble(self, chunk):
+        code, comment, message = self.assembler.accept(chunk)
+        self.msrp.write_response(chunk, code, comment, wait=False)
+        if message is None:
+            return
+        if self.automatic_reports and message.success_report:
+            report = make_report(chunk, 200, 'OK')
+            if report is not None:  # one REPORT for the whole message
+                report.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(1, message.size, message.size))
+                self._queue_internal(report)
+        self._deliver(message)
+
     def _handle_incoming_REPORT(self, chunk):
         if self._check_request(chunk) is None:
+            message = self._outgoing_messages.get(chunk.message_id)
+            if message is not None:
+                message.handle_report(chunk)  # a REPORT about a message sent with send_large_message()
+                return
             self._deliver(chunk)
         else:
             self.logger.debug('Ignoring a REPORT with bad paths or headers')
@@ -546,7 +674,7 @@ class MSRPSession:
 
     def _shutdown(self):
         with gevent.Timeout(self.SHUTDOWN_TIMEOUT, False):
-            while not self._done.is_set() and (self._unsent or self.expected_responses):
+            while not self._done.is_set() and (self._unsent or self.expected_responses or self._sending_messages):
                 self._done.wait(0.01)
         if self.state == SessionState.FLUSHING:
             self.state = SessionState.CLOSING
@@ -571,8 +699,16 @@ class MSRPSession:
         while not self.outgoing.empty():
             chunk, response_cb = self.outgoing.get_nowait()
             self._unsent -= 1
+            if response_cb is _MESSAGE:
+                continue  # failed below with the other messages
             if response_cb is not None:
                 self._local_response(_Transaction(chunk, response_cb, 0), comment)
+        self._sending_messages.clear()
+        for message in list(self._outgoing_messages.values()):
+            message.session_ended(failure.getErrorMessage())
+        self._outgoing_messages.clear()
+        if self.assembler is not None:
+            self.assembler.clear()
         self.state = SessionState.DONE
         self._done.set()
         try:
@@ -594,11 +730,12 @@ class GreenMSRPSession(MSRPSession):
 
     INCOMING_QUEUE_SIZE = 1000
 
-    def __init__(self, msrptransport, accept_types=None, automatic_reports=True, on_incoming_cb=None):
+    def __init__(self, msrptransport, accept_types=None, automatic_reports=True, on_incoming_cb=None,
+                 assembler=None):
         self.incoming = Queue(self.INCOMING_QUEUE_SIZE)
         self._end_failure = None
         MSRPSession.__init__(self, msrptransport, accept_types, on_incoming_cb=self._put_incoming,
-                             automatic_reports=automatic_reports)
+                             automatic_reports=automatic_reports, assembler=assembler)
 
     def _put_incoming(self, chunk=None, error=None):
         if error is not None:

@@ -354,10 +354,12 @@ class MSRPTransport:
         """Make a SEND chunk carrying ``data`` at ``start`` of a message of ``length`` bytes.
 
         Like the classic library, a message longer than 2048 bytes gets
-        Byte-Range end ``*`` (so the sender may interrupt it).
+        Byte-Range end ``*`` (so the sender may interrupt it), unless ``end``
+        is given.
         """
         if isinstance(data, str):
             data = data.encode('utf-8')
+        end_given = end is not None
         if end is None:
             end = start - 1 + len(data)
         if length is None:
@@ -365,7 +367,7 @@ class MSRPTransport:
         contflag = '$' if end == length else '+'
         chunk = self.make_chunk(method='SEND', data=data, start=start, end=end, length=length,
                                 message_id=message_id, contflag=contflag)
-        if length is not None and length > 2048:
+        if not end_given and length is not None and length > 2048:
             chunk.headers['Byte-Range'].decoded = ByteRange(start, None, length)
         return chunk
 
@@ -672,8 +674,17 @@ class MSRPTransport:
         (:class:`MSRPBadRequest`, :class:`MSRPNoSuchSessionError`) when the
         paths do not match, or the closure exception.  The caller puts a
         timeout around it.
+
+        ``full_remote_path=None`` accepts any peer that addresses this
+        endpoint: its path is learnt from the binding's From-Path (for
+        servers and tools that have no SDP exchange; the To-Path is still
+        checked).
         """
-        self.set_full_remote_path(full_remote_path)
+        if full_remote_path is not None:
+            self.set_full_remote_path(full_remote_path)
+        else:
+            self.remote_uri = None
+            self.remote_path = []
         while True:
             chunk = self._read_whole_chunk()
             if chunk.method is None or chunk.method == 'REPORT':
@@ -688,7 +699,11 @@ class MSRPTransport:
         """Answer binding SEND ``chunk``: 200 if its paths match (raises the error sent otherwise).
 
         A binding SEND that carries a body is kept for :meth:`read_chunk`.
+        When no remote path is set, the peer's is taken from the chunk's
+        From-Path (less this side's relays).
         """
+        if self.remote_uri is None:
+            self._learn_remote_path(chunk)
         error = self.check_incoming_SEND_chunk(chunk)
         if error is not None:
             self.write_response(chunk, error.code, error.comment)
@@ -697,6 +712,17 @@ class MSRPTransport:
             self._pushback.append(chunk)
         else:
             self.write_response(chunk, 200, 'OK')
+
+    def _learn_remote_path(self, chunk):
+        try:
+            from_path = chunk.from_path
+        except HeaderParsingError:
+            return  # check_incoming_SEND_chunk answers 400
+        if not from_path:
+            return
+        if from_path[:len(self.local_path)] == self.local_path and len(from_path) > len(self.local_path):
+            from_path = from_path[len(self.local_path):]
+        self.set_full_remote_path(from_path)
 
     # -- closing
 

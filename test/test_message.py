@@ -1,0 +1,328 @@
+"""Large messages: chunked sending (OutgoingMessage) and reassembly (MessageAssembler), over real loopback pairs."""
+
+import hashlib
+import io
+import os
+
+import gevent
+import pytest
+
+from msrplib.connect import AcceptorDirect, ConnectorDirect
+from msrplib.message import MessageAssembler, MessageState, IncomingMessage, OutgoingMessage
+from msrplib.protocol import URI, ContentTypeHeader, MSRPParser, CHUNK_START, BODY, CHUNK_END
+from msrplib.session import GreenMSRPSession, MSRPSessionError
+from msrplib.transport import MSRPTransport, MSRPTransactionError, ConnectionClosed
+
+TIMEOUT = 20
+
+
+@pytest.fixture
+def transports():
+    with gevent.Timeout(TIMEOUT):
+        acceptor = AcceptorDirect()
+        connector = ConnectorDirect()
+        remote = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=False))
+        local = connector.prepare(URI(host='127.0.0.1', use_tls=False))
+        accepting = gevent.spawn(acceptor.complete, local)
+        sender = connector.complete(remote)
+        receiver = accepting.get()
+    yield sender, receiver
+    sender.loseConnection()
+    receiver.loseConnection()
+
+
+def sessions(transports, **receiver_options):
+    sender, receiver = transports
+    return GreenMSRPSession(sender), GreenMSRPSession(receiver, **receiver_options)
+
+
+def payload(size, seed=1):
+    return hashlib.sha256(b'%d' % seed).digest() * (size // 32) + b'x' * (size % 32)
+
+
+class RecordingTransport:
+    # Stands in for a transport when only make_chunk matters.
+    def __init__(self):
+        a = URI(host='127.0.0.1', port=1, use_tls=False)
+        b = URI(host='127.0.0.1', port=2, use_tls=False)
+        self.transport = MSRPTransport(a)
+        self.transport.set_full_remote_path([b])
+
+
+def all_chunks(message):
+    transport = RecordingTransport().transport
+    chunks = []
+    while True:
+        chunk = message.next_chunk(transport)
+        if chunk is None:
+            return chunks
+        chunks.append(chunk)
+
+
+# -- OutgoingMessage on its own
+
+def test_chunks_share_one_message_id_and_have_contiguous_byte_ranges():
+    data = payload(10000)
+    chunks = all_chunks(OutgoingMessage(data, 'application/octet-stream', chunk_size=3000))
+    assert [len(c.data) for c in chunks] == [3000, 3000, 3000, 1000]
+    assert len({c.message_id for c in chunks}) == 1
+    assert [tuple(c.byte_range) for c in chunks] == [(1, 3000, 10000), (3001, 6000, 10000), (6001, 9000, 10000),
+                                                    (9001, 10000, 10000)]
+    assert [c.contflag for c in chunks] == ['+', '+', '+', '$']
+    assert all(c.content_type == 'application/octet-stream' for c in chunks)
+    assert b''.join(c.data for c in chunks) == data
+
+
+def test_file_object_source_is_read_as_the_chunks_go():
+    data = payload(50000)
+    source = io.BytesIO(data)
+    message = OutgoingMessage(source, 'application/octet-stream', chunk_size=10000)
+    assert message.size == 50000
+    transport = RecordingTransport().transport
+    message.next_chunk(transport)
+    assert source.tell() == 10000  # one chunk read, not the whole file
+
+
+def test_source_of_unknown_size_gets_star_total_until_the_end():
+    class Pipe(io.RawIOBase):
+        def __init__(self, data):
+            self.stream = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            return self.stream.read(n)
+
+        def seekable(self):
+            return False
+
+        def tell(self):
+            raise io.UnsupportedOperation('not seekable')
+
+    chunks = all_chunks(OutgoingMessage(Pipe(payload(2500)), 'text/plain', chunk_size=1000))
+    assert [tuple(c.byte_range) for c in chunks] == [(1, 1000, None), (1001, 2000, None), (2001, 2500, 2500)]
+    assert [c.contflag for c in chunks] == ['+', '+', '$']
+
+
+def test_empty_message_is_one_chunk():
+    chunks = all_chunks(OutgoingMessage(b'', 'text/plain'))
+    assert len(chunks) == 1 and chunks[0].contflag == '$' and tuple(chunks[0].byte_range) == (1, 0, 0)
+
+
+def test_invalid_arguments_are_refused():
+    with pytest.raises(ValueError):
+        OutgoingMessage(b'x', 'text/plain', chunk_size=0)
+    with pytest.raises(ValueError):
+        OutgoingMessage(b'x', 'text/plain', failure_report='no')
+    with pytest.raises(TypeError):
+        OutgoingMessage(b'x', 'text/plain', progress_cb=42)
+
+
+# -- MessageAssembler on its own
+
+def make_chunk(message_id, data, start, total, flag='+', content_type='text/plain'):
+    transport = RecordingTransport().transport
+    chunk = transport.make_chunk(data=data, start=start, end=start + len(data) - 1, length=total,
+                                 message_id=message_id, contflag=flag)
+    chunk.add_header(ContentTypeHeader(content_type))
+    return chunk
+
+
+def test_assembler_reassembles_out_of_order_and_interleaved_messages():
+    assembler = MessageAssembler()
+    a, b = payload(3000, 1), payload(2000, 2)
+    pieces = [make_chunk('A', a[2000:], 2001, 3000, '$'), make_chunk('B', b[:1000], 1, 2000),
+              make_chunk('A', a[:1000], 1, 3000), make_chunk('B', b[1000:], 1001, 2000, '$'),
+              make_chunk('A', a[1000:2000], 1001, 3000)]
+    done = []
+    for chunk in pieces:
+        code, _, message = assembler.accept(chunk)
+        assert code == 200
+        if message is not None:
+            done.append(message)
+    assert [(m.message_id, m.data) for m in done] == [('B', b), ('A', a)]
+    assert not assembler.partial
+
+
+def test_assembler_drops_a_message_ended_with_hash():
+    assembler = MessageAssembler()
+    assert assembler.accept(make_chunk('A', b'x' * 100, 1, 300))[0] == 200
+    assert assembler.accept(make_chunk('A', b'', 101, 300, '#'))[:1] == (200,)
+    assert 'A' not in assembler.partial
+
+
+def test_assembler_answers_413_beyond_the_maximum_and_keeps_refusing_that_message():
+    assembler = MessageAssembler(max_message_size=1000)
+    assert assembler.accept(make_chunk('A', b'x' * 500, 1, 5000))[0] == 413
+    assert assembler.accept(make_chunk('A', b'x' * 500, 501, 5000))[0] == 413
+    assert assembler.accept(make_chunk('B', b'x' * 1000, 1, 1000, '$'))[0] == 200
+
+
+def test_assembler_limits_messages_in_progress():
+    assembler = MessageAssembler(max_partial_messages=2)
+    assert assembler.accept(make_chunk('A', b'x', 1, 10))[0] == 200
+    assert assembler.accept(make_chunk('B', b'x', 1, 10))[0] == 200
+    assert assembler.accept(make_chunk('C', b'x', 1, 10))[0] == 413
+
+
+def test_assembler_streams_big_messages_to_a_file(tmp_path):
+    opened = []
+
+    def open_file(message):
+        handle = open(tmp_path / ('%s.bin' % message.message_id), 'w+b')
+        opened.append(handle)
+        return handle
+
+    assembler = MessageAssembler(memory_limit=1000, open_file=open_file)
+    data = payload(5000)
+    for start in range(0, 5000, 700):
+        piece = data[start:start + 700]
+        code, _, message = assembler.accept(make_chunk('M', piece, start + 1, 5000,
+                                                       '$' if start + 700 >= 5000 else '+'))
+        assert code == 200
+    assert isinstance(message, IncomingMessage) and message.file is opened[0]
+    assert message.data == data and message.sha1() == hashlib.sha1(data).digest()
+    assert (tmp_path / 'M.bin').read_bytes() == data
+
+
+# -- over a real session
+
+def test_large_message_delivered_whole_with_progress_and_one_success_report(transports):
+    sender, receiver = sessions(transports, assembler=MessageAssembler(memory_limit=1 << 20))
+    data = payload(3 * 1024 * 1024 + 17)
+    progress = []
+    with gevent.Timeout(TIMEOUT):
+        message = sender.send_large_message(io.BytesIO(data), 'application/octet-stream', chunk_size=65536,
+                                            success_report=True, progress_cb=lambda m: progress.append(
+                                                m.bytes_acknowledged))
+        assert message.wait() is message
+        incoming = receiver.receive_chunk()
+    assert message.state == MessageState.DELIVERED
+    assert isinstance(incoming, IncomingMessage) and incoming.size == len(data)
+    assert incoming.sha1() == hashlib.sha1(data).digest()
+    assert progress == sorted(progress) and progress[-1] == len(data) and len(progress) == 49
+    assert message.bytes_acknowledged == len(data)
+    # the REPORT went to the message, not to the application
+    assert receiver.incoming.empty() and sender.incoming.empty()
+
+
+def test_chat_line_goes_out_between_the_chunks_of_a_long_message(transports):
+    sender_session, receiver_session = sessions(transports)
+    arrivals = []
+    with gevent.Timeout(TIMEOUT):
+        message = sender_session.send_large_message(payload(2 * 1024 * 1024), 'application/octet-stream',
+                                                    chunk_size=16384)
+        gevent.sleep(0)  # the writer starts the long message
+        sender_session.send_message('hello', 'text/plain')
+        while True:
+            chunk = receiver_session.receive_chunk()
+            arrivals.append(chunk.content_type)
+            if chunk.content_type == 'application/octet-stream' and chunk.contflag == '$':
+                break
+        message.wait()
+    position = arrivals.index('text/plain')
+    assert 0 < position < len(arrivals) - 1, 'the chat line waited for the whole transfer'
+    assert position <= 3  # at most one chunk (plus what was already in flight) ahead of it
+
+
+def test_413_response_stops_the_message_and_ends_it_with_hash(transports):
+    sender_transport, receiver_transport = transports
+    sender = GreenMSRPSession(sender_transport)
+    flags = []
+    with gevent.Timeout(TIMEOUT):
+        message = sender.send_large_message(payload(20000000), 'application/octet-stream', chunk_size=10000)
+        while True:
+            chunk = receiver_transport.read_chunk()
+            flags.append(chunk.contflag)
+            if len(flags) == 1:
+                receiver_transport.write_response(chunk, 413, 'Stop sending')
+            elif chunk.contflag == '+':
+                receiver_transport.write_response(chunk, 200, 'OK')
+            if chunk.contflag in '#$':
+                break
+        with pytest.raises(MSRPTransactionError) as error:
+            message.wait()
+    assert error.value.code == 413
+    assert flags[-1] == '#' and len(flags) < 2000  # stopped well before the end
+    assert message.state == MessageState.FAILED
+
+
+def test_413_report_stops_the_message(transports):
+    sender_transport, receiver_transport = transports
+    sender = GreenMSRPSession(sender_transport)
+    from msrplib.transport import make_report
+    with gevent.Timeout(TIMEOUT):
+        message = sender.send_large_message(payload(100000), 'application/octet-stream', chunk_size=5000)
+        first = receiver_transport.read_chunk()
+        receiver_transport.write_response(first, 200, 'OK')
+        first.headers['Failure-Report'] = first.headers.get('Failure-Report') or __import__(
+            'msrplib.protocol', fromlist=['FailureReportHeader']).FailureReportHeader('yes')
+        receiver_transport.write_chunk(make_report(first, 413, 'Too big'))
+        with pytest.raises(MSRPTransactionError) as error:
+            message.wait()
+    assert error.value.code == 413
+
+
+def test_abort_sends_hash_and_fails_the_message(transports):
+    sender_transport, receiver_transport = transports
+    sender = GreenMSRPSession(sender_transport)
+    with gevent.Timeout(TIMEOUT):
+        message = sender.send_large_message(payload(1000000), 'application/octet-stream', chunk_size=1000)
+        first = receiver_transport.read_chunk()
+        message.abort()
+        flags = [first.contflag]
+        while flags[-1] == '+':
+            flags.append(receiver_transport.read_chunk().contflag)
+        with pytest.raises(MSRPTransactionError):
+            message.wait()
+    assert flags[-1] == '#'
+    assert message.state == MessageState.ABORTED
+
+
+def test_messages_fail_when_the_session_ends(transports):
+    sender_transport, receiver_transport = transports
+    sender = GreenMSRPSession(sender_transport)
+    with gevent.Timeout(TIMEOUT):
+        message = sender.send_large_message(payload(1000000), 'application/octet-stream', chunk_size=1000)
+        receiver_transport.read_chunk()
+        receiver_transport.loseConnection()
+        with pytest.raises(MSRPTransactionError):
+            message.wait()
+        with pytest.raises(ConnectionClosed):
+            sender.receive_chunk()
+        with pytest.raises(MSRPSessionError):
+            sender.send_large_message(b'x', 'text/plain')
+    assert message.state == MessageState.FAILED
+
+
+def test_session_with_assembler_drops_aborted_message_and_keeps_going(transports):
+    sender, receiver = sessions(transports, assembler=MessageAssembler())
+    with gevent.Timeout(TIMEOUT):
+        doomed = sender.send_large_message(payload(500000), 'application/octet-stream', chunk_size=1000)
+        gevent.sleep(0)
+        doomed.abort()
+        with pytest.raises(MSRPTransactionError):
+            doomed.wait()
+        sender.deliver_message('after', 'text/plain')
+        incoming = receiver.receive_chunk()
+    assert incoming.data == b'after'
+    assert not receiver.assembler.partial
+
+
+def test_send_file_streams_a_file_and_describes_it(transports, tmp_path):
+    pytest.importorskip('msrplib.sdp')
+    path = tmp_path / 'picture.bin'
+    data = os.urandom(300000)
+    path.write_bytes(data)
+    sender, receiver = sessions(transports, assembler=MessageAssembler())
+    with gevent.Timeout(TIMEOUT):
+        message = sender.send_file(str(path), chunk_size=65536)
+        message.wait()
+        incoming = receiver.receive_chunk()
+    assert incoming.data == data
+    disposition = incoming.headers['Content-Disposition'].decoded
+    assert disposition.disposition == 'attachment' and disposition.parameters['filename'] == 'picture.bin'
+    selector = message.file_selector
+    assert selector.size == len(data)
+    assert incoming.headers['File-Selector'].encoded == str(selector)
