@@ -333,6 +333,9 @@ class AcceptorDirect:
                     except (OSError, ValueError) as e:
                         _close_quietly(sock)
                         raise MSRPConnectError(self.local_uri.host, self.local_uri.port, 'TLS handshake: %s' % e)
+                    except BaseException:  # the timeout: do not leave the half-made connection open
+                        _close_quietly(sock)
+                        raise
         finally:
             self.cleanup()
         transport = MSRPTransport(self.local_uri, self.logger, self.use_sessmatch, sock=sock)

@@ -220,8 +220,12 @@ class MSRPSession:
         not block) with the peer's response, or with a local one: after
         ``RESPONSE_TIMEOUT`` (or when the connection closes first), 408 if
         the chunk's Failure-Report is ``yes`` or absent, 200 if ``partial``
-        or ``no``.  Raises :class:`MSRPSessionError` when the session no
-        longer sends, TypeError when ``response_cb`` is not callable.
+        or ``no``; 400 when the chunk cannot be encoded (a line break in a
+        header value) and so was not sent.  Every chunk accepted gets exactly
+        one of these, also when the session ends with it still queued.
+        Raises :class:`MSRPSessionError` when the session no longer sends
+        (then no callback follows), TypeError when ``response_cb`` is not
+        callable.
         """
         if response_cb is not None and not callable(response_cb):
             raise TypeError('response_cb must be callable, not %r' % (response_cb,))
@@ -241,9 +245,14 @@ class MSRPSession:
         except BaseException:
             self._unsent -= 1
             raise
+        if self._failure is not None:
+            # The session ended while this put waited for room, after _end() emptied the queue.
+            self._fail_queued('Connection closed before the chunk was sent')
 
     def _write_now(self, chunk, response_cb):
         data = self._outgoing_bytes(chunk, response_cb)
+        if data is None:
+            return
         self._last_activity = time.monotonic()
         try:
             self.msrp.write(data, sync=False)
@@ -251,8 +260,12 @@ class MSRPSession:
             pass  # the reader sees the closure, ends the session and fails the transaction
 
     def _outgoing_bytes(self, chunk, response_cb):
-        # Encode a chunk about to be written and expect its response.
-        data = chunk.encode()  # first: encode() may pick a new transaction id
+        # Encode a chunk about to be written and expect its response; None if it cannot be encoded.
+        try:
+            data = chunk.encode()  # first: encode() may pick a new transaction id
+        except (MSRPError, ValueError, TypeError) as e:  # e.g. a line break in a header value
+            self._refuse_unencodable(chunk, response_cb, e)
+            return None
         if response_cb is None and _gets_success_response(chunk):
             response_cb = self._ignore_response  # so that shutdown() waits for it too
         if response_cb is not None:
@@ -411,6 +424,10 @@ class MSRPSession:
                 continue
             try:
                 data = [self._outgoing_bytes(chunk, response_cb) for chunk, response_cb in chunks]
+                if None in data:
+                    data = [item for item in data if item is not None]
+                    if not data:
+                        continue
                 self._last_activity = time.monotonic()
                 transport.write(data[0] if len(data) == 1 else b''.join(data))
             except ConnectionClosed:
@@ -429,6 +446,8 @@ class MSRPSession:
         callback = message.response_callback(chunk) if chunk.contflag != '#' else None
         try:
             data = self._outgoing_bytes(chunk, callback)
+            if data is None:
+                return True  # cannot be encoded: the message's callback got a local 400
             self._last_activity = time.monotonic()
             self.msrp.write(data)
         except ConnectionClosed:
@@ -680,6 +699,24 @@ class MSRPSession:
             self.state = SessionState.CLOSING
         self.msrp.loseConnection(wait=False)
 
+    def _fail_queued(self, comment):
+        # Give the chunks still queued for the writer a local response (the session has ended).
+        while not self.outgoing.empty():
+            chunk, response_cb = self.outgoing.get_nowait()
+            self._unsent -= 1
+            if response_cb is _MESSAGE:
+                continue  # messages are failed through _outgoing_messages
+            if response_cb is not None:
+                self._local_response(_Transaction(chunk, response_cb, 0), comment)
+
+    def _refuse_unencodable(self, chunk, response_cb, error):
+        # A chunk that cannot be put on the wire: its outcome is a local 400 (nothing was sent).
+        self.logger.error('Cannot send chunk %s: %s' % (chunk.transaction_id, error))
+        if response_cb is None:
+            return
+        response = MSRPData(chunk.transaction_id, code=400, comment='Not sent: %s' % (error,))
+        self._call_response_cb(response_cb, response)
+
     def _end(self, failure):
         if self._failure is not None:
             return
@@ -696,13 +733,7 @@ class MSRPSession:
         self._deadlines.clear()
         for transaction in pending:
             self._local_response(transaction, comment)
-        while not self.outgoing.empty():
-            chunk, response_cb = self.outgoing.get_nowait()
-            self._unsent -= 1
-            if response_cb is _MESSAGE:
-                continue  # failed below with the other messages
-            if response_cb is not None:
-                self._local_response(_Transaction(chunk, response_cb, 0), comment)
+        self._fail_queued(comment)
         self._sending_messages.clear()
         for message in list(self._outgoing_messages.values()):
             message.session_ended(failure.getErrorMessage())

@@ -216,12 +216,17 @@ class MSRPTransport:
         for the socket too (default 1 MiB).
     ``parser_limits``
         keyword arguments for :class:`~msrplib.protocol.MSRPParser`.
+    ``max_early_chunks``
+        chunks :meth:`bind` keeps for :meth:`read_chunk` while it waits for
+        the response to its binding SEND (default 64); one more closes the
+        connection with :class:`ChunkParseError`.
     """
 
     read_size = 262144
     max_chunk_size = 32 * 1024 * 1024
     max_pending_write_size = 1024 * 1024
     parser_limits = {}
+    max_early_chunks = 64
 
     def __init__(self, local_uri, logger=None, use_sessmatch=False, sock=None):
         self.local_uri = local_uri
@@ -656,6 +661,11 @@ class MSRPTransport:
                     continue
                 self.write_response(incoming, error.code, error.comment)
                 continue
+            if len(self._pushback) >= self.max_early_chunks:
+                error = ChunkParseError('more than max_early_chunks=%d chunks before the binding was answered' %
+                                        self.max_early_chunks)
+                self._lose(ConnectionLost(str(error)))
+                raise error
             self._pushback.append(incoming)
 
     def _read_whole_chunk(self):

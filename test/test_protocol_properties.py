@@ -154,6 +154,15 @@ LIMITS = dict(max_line_length=200, max_headers=8, max_header_block=600)
 BOUND = max(LIMITS['max_header_block'] + 3, LIMITS['max_line_length'] + 2)
 
 
+def check_headers_decode(chunk):
+    # every header of a parsed chunk decodes to a value or raises HeaderParsingError, nothing else
+    for header in chunk.headers.values():
+        try:
+            header.decoded
+        except HeaderParsingError:
+            pass
+
+
 def check_hostile(stream, cuts):
     parser = MSRPParser(**LIMITS)
     events = []
@@ -177,6 +186,7 @@ def check_hostile(stream, cuts):
         if kind is CHUNK_START:
             assert not in_chunk
             assert isinstance(value, MSRPData)
+            check_headers_decode(value)
             in_chunk = True
         elif kind is BODY:
             assert in_chunk and type(value) is bytes and value
@@ -269,3 +279,130 @@ def test_byte_range_decode_matches_the_grammar(text):
         raise AssertionError('accepted %r as %r' % (text, value))
     assert header.decoded == expected
     assert type(header.decoded) is ByteRange
+
+
+# -- hostile input through a real transport (loopback TCP, MSRPTransport.read_chunk)
+
+def _tcp_pair():
+    import gevent.socket
+    listener = gevent.socket.socket()
+    try:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        client = gevent.socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    finally:
+        listener.close()
+    return client, server
+
+
+def read_through_transport(stream, cuts, size, max_chunk_size, reset=False, limits=LIMITS, read_size=512):
+    """Send ``stream`` cut at ``cuts`` over TCP to an MSRPTransport, then close (``reset``: with RST).
+
+    Returns what read_chunk(size) gave.
+
+    Returns (results, error): results are the chunks and Nones in order,
+    error the exception that ended reading.  Fails on anything but chunks,
+    None, ChunkParseError and the closure exceptions.
+    """
+    import socket
+    import struct
+
+    import gevent
+    from msrplib.transport import MSRPTransport, ConnectionClosed
+
+    raw, sock = _tcp_pair()
+    transport = MSRPTransport(URI('127.0.0.1', use_tls=False, port=sock.getsockname()[1]), sock=sock)
+    transport.parser_limits = limits
+    transport._parser = MSRPParser(**limits)
+    transport.max_chunk_size = max_chunk_size
+    transport.read_size = read_size
+
+    def send():
+        previous = 0
+        try:
+            for cut in sorted(set(cuts)) + [len(stream)]:
+                raw.sendall(stream[previous:cut])
+                previous = cut
+                gevent.sleep(0)
+            if reset:  # RST instead of FIN
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            raw.close()
+        except OSError:
+            pass
+
+    sender = gevent.spawn(send)
+    results = []
+    error = None
+    try:
+        with gevent.Timeout(10):
+            while True:
+                try:
+                    result = transport.read_chunk(size)
+                except (ChunkParseError, ConnectionClosed) as e:
+                    error = e
+                    break
+                assert result is None or isinstance(result, MSRPData)
+                if result is not None:
+                    check_headers_decode(result)
+                    assert type(result.data) is bytes and result.contflag in ('$', '+', '#')
+                    if size is not None and result.segment is not None:
+                        assert len(result.data) >= 1 or result.segment == 1
+                    elif size is None:
+                        assert len(result.data) <= max_chunk_size
+                results.append(result)
+                if result is None:
+                    assert not transport.connected
+    finally:
+        transport.loseConnection()
+        raw.close()
+        sender.kill()
+    if error is not None:
+        # once it failed, the transport stays closed and says so at every read
+        for _ in range(2):
+            try:
+                transport.read_chunk(size)
+            except ConnectionClosed:
+                pass
+            else:
+                raise AssertionError('read_chunk returned after the connection closed')
+    return results, error
+
+
+
+
+TRANSPORT_SETTINGS = settings(max_examples=40, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@TRANSPORT_SETTINGS
+@given(mutated_streams(), st.lists(st.integers(0, 300 * 1024), max_size=10),
+       st.sampled_from([None, 0, 1, 7, 1000]), st.sampled_from([10, 5000, 32 * 1024 * 1024]), st.booleans())
+def test_mutated_streams_through_a_transport_give_chunks_none_or_typed_errors(stream, cuts, size, max_chunk_size,
+                                                                             reset):
+    read_through_transport(stream, cuts, size, max_chunk_size, reset)
+
+
+@TRANSPORT_SETTINGS
+@given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=10), st.sampled_from([None, 3]))
+def test_random_bytes_through_a_transport_give_chunks_none_or_typed_errors(stream, cuts, size):
+    read_through_transport(b'MSRP abcd1234 ' + stream if stream[:1] == b'M' else stream, cuts, size, 5000)
+
+
+@TRANSPORT_SETTINGS
+@given(st.lists(chunks(), min_size=1, max_size=3), st.data(), st.sampled_from([None, 1, 100, 4096]))
+def test_valid_streams_through_a_transport_come_out_whole(originals, data, size):
+    stream = b''.join(chunk.encode() for chunk in originals)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label='cuts')
+    results, error = read_through_transport(stream, cuts, size, 32 * 1024 * 1024, limits={}, read_size=8192)
+    from msrplib.transport import ConnectionDone
+    assert isinstance(error, ConnectionDone)
+    assert None not in results
+    # segments of one chunk carry its transaction id; join them back
+    joined = []
+    for chunk in results:
+        if joined and chunk.segment is not None and chunk.segment > 1 and joined[-1][0] == chunk.transaction_id:
+            joined[-1] = (chunk.transaction_id, joined[-1][1] + chunk.data, chunk.contflag)
+        else:
+            joined.append((chunk.transaction_id, chunk.data, chunk.contflag))
+    assert joined == [(chunk.transaction_id, chunk.data, chunk.contflag) for chunk in originals]
