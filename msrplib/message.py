@@ -35,6 +35,7 @@ from msrplib.transport import MSRPTransactionError
 __all__ = ['OutgoingMessage', 'MessageState', 'IncomingMessage', 'MessageAssembler', 'DEFAULT_CHUNK_SIZE']
 
 DEFAULT_CHUNK_SIZE = 65536
+DEFAULT_WINDOW = 8  # chunks of one message awaiting their response at most: bounds the data queued ahead of chat
 
 
 class MessageState(str, enum.Enum):
@@ -105,15 +106,19 @@ class OutgoingMessage:
     is delivered and to an :class:`~msrplib.transport.MSRPTransactionError`
     exception when it fails.  ``progress_cb(message)`` is called (from the
     session's greenlets; it must not block) whenever ``bytes_acknowledged``
-    grows.
+    grows.  At most ``window`` chunks await their response at any time, so
+    that little of the message is queued in the network ahead of a chat line
+    sent meanwhile.
     """
 
     def __init__(self, source, content_type, message_id=None, chunk_size=DEFAULT_CHUNK_SIZE, success_report=False,
-                 failure_report='yes', progress_cb=None, headers=None):
+                 failure_report='yes', progress_cb=None, headers=None, window=DEFAULT_WINDOW):
         if isinstance(source, str):
             source = source.encode('utf-8')
         if chunk_size < 1:
             raise ValueError('chunk_size must be positive')
+        if window < 1:
+            raise ValueError('window must be positive')
         if failure_report not in ('yes', 'partial'):
             raise ValueError("failure_report must be 'yes' or 'partial' (a message needs its responses)")
         if progress_cb is not None and not callable(progress_cb):
@@ -122,6 +127,8 @@ class OutgoingMessage:
         self.content_type = content_type
         self.message_id = message_id or random_message_id()
         self.chunk_size = chunk_size
+        self.window = window
+        self._wake = None  # set by the session's writer: call when a held-back message may send again
         self.success_report = success_report
         self.failure_report = failure_report
         self.progress_cb = progress_cb
@@ -151,6 +158,8 @@ class OutgoingMessage:
         """Stop sending: the message ends with a ``#`` chunk and fails with code 0 (aborted)."""
         if self.state in (MessageState.QUEUED, MessageState.SENDING):
             self._abort_requested = True
+            if self._wake is not None:
+                self._wake()
 
     def wait(self, timeout=None):
         """Wait for the outcome: returns this message when delivered, raises
@@ -229,6 +238,8 @@ class OutgoingMessage:
 
         def on_response(response):
             self._pending_chunks -= 1
+            if self._pending_chunks == self.window - 1 and self._wake is not None and not self._finished_sending:
+                self._wake()
             if response.code == 200:
                 if length:
                     self._acknowledged.add(start, start + length - 1)
@@ -260,6 +271,11 @@ class OutgoingMessage:
         self._fail(408, 'Session ended: %s' % (reason,))
 
     @property
+    def ready(self):
+        """True when the writer may send the next chunk now: fewer than ``window`` chunks await a response."""
+        return not self._finished_sending and (self._abort_requested or self._pending_chunks < self.window)
+
+    @property
     def wants_writer(self):
         """True while the writer has chunks of this message to send (or the '#' of an abort/stop)."""
         return not self._finished_sending
@@ -287,6 +303,8 @@ class OutgoingMessage:
             return
         if not self._finished_sending:
             self._abort_requested = True   # the writer sends the '#' that ends it
+            if self._wake is not None:
+                self._wake()
         self.state = state
         self.code = code
         self.comment = comment

@@ -119,6 +119,7 @@ class _Transaction:
 
 _END = object()
 _MESSAGE = object()  # marks an OutgoingMessage in the outgoing queue
+_WAKE = object()     # wakes the writer: a message it was holding back may send again
 
 
 def _gets_success_response(chunk):
@@ -158,6 +159,7 @@ class MSRPSession:
 
     RESPONSE_TIMEOUT = 30
     MESSAGE_CHUNK_SIZE = 65536
+    MESSAGE_WINDOW = 8
     SHUTDOWN_TIMEOUT = 10
     KEEPALIVE_INTERVAL = 60
     OUTGOING_QUEUE_SIZE = 1000
@@ -174,24 +176,27 @@ class MSRPSession:
         self.expected_responses = {}              # transaction id -> _Transaction
         self._deadlines = []                      # heap of (deadline, sequence, _Transaction)
         self._sequence = 0
-        self._timer_due = 0.0                     # when the timer greenlet wakes next (inf: when told)
+        self._timer_due = float('inf')            # when the response timer fires next (inf: not armed)
+        self._timer = None                        # the hub timer watcher of the response deadlines
         self._unsent = 0                          # chunks accepted by send_chunk, not yet written
-        self._writer_idle = False                 # True while the writer waits for the queue
+        self._writer_idle = True                  # True while no writer greenlet has work (or none runs yet)
         self._sending_messages = collections.deque()  # OutgoingMessages the writer is sending
         self._outgoing_messages = {}              # Message-ID -> OutgoingMessage not finished yet
         self.assembler = assembler
         self._loop = gevent.get_hub().loop
         self._inline_iteration = None             # hub loop iteration of the last direct write
-        self._deadline_added = Event()
         self.outgoing = Queue(self.OUTGOING_QUEUE_SIZE)
         self._last_activity = time.monotonic()
         self._done = Event()
         self._failure = None
         self.reader_job = gevent.spawn(self._reader)
         self.reader_job.link(self._reader_ended)  # also ends a session whose reader is killed before it runs
-        self.writer_job = gevent.spawn(self._writer)
-        self._timer_job = gevent.spawn(self._expire_transactions)
-        self._keepalive_job = gevent.spawn(self._keepalive) if self.KEEPALIVE_INTERVAL else None
+        # No other greenlet while idle (memory per session): the writer starts with the first queued
+        # chunk, the response deadlines and the keep-alive are hub timers (see _schedule_timer,
+        # _arm_keepalive) that spawn a greenlet only when there is work.
+        self.writer_job = None
+        self._keepalive_timer = None
+        self._keepalive_job = None                # the greenlet sending a keep-alive, while it does
 
     @staticmethod
     def _ignore_incoming(chunk=None, error=None):
@@ -240,6 +245,8 @@ class MSRPSession:
                 self._write_now(chunk, response_cb)
                 return
         self._unsent += 1
+        if self.writer_job is None:
+            self._start_writer()
         try:
             self.outgoing.put((chunk, response_cb))
         except BaseException:
@@ -320,7 +327,7 @@ class MSRPSession:
         return self.deliver_chunk(chunk)
 
     def send_large_message(self, source, content_type, message_id=None, chunk_size=None, success_report=False,
-                           progress_cb=None, headers=None, failure_report='yes'):
+                           progress_cb=None, headers=None, failure_report='yes', window=None):
         """Send a message of any size as chunks; return its :class:`~msrplib.message.OutgoingMessage`.
 
         ``source`` is bytes (or str) or a binary file object, read as the
@@ -332,18 +339,22 @@ class MSRPSession:
         ``message.bytes_acknowledged`` grow; ``message.wait()`` returns when
         it is delivered and raises MSRPTransactionError when it failed (a
         413 stops it).  ``headers``: extra headers for every chunk (header
-        objects or (name, value) pairs).  Raises :class:`MSRPSessionError`
-        when the session no longer sends.
+        objects or (name, value) pairs).  ``window``: chunks awaiting their
+        response at most (default ``MESSAGE_WINDOW``).  Raises
+        :class:`MSRPSessionError` when the session no longer sends.
         """
         from msrplib.message import OutgoingMessage
         if self.state != SessionState.CONNECTED:
             raise MSRPSessionError('Cannot send a message because MSRPSession is %s' % self.state)
         message = OutgoingMessage(source, content_type, message_id=message_id,
                                   chunk_size=chunk_size or self.MESSAGE_CHUNK_SIZE, success_report=success_report,
-                                  failure_report=failure_report, progress_cb=progress_cb, headers=headers)
+                                  failure_report=failure_report, progress_cb=progress_cb, headers=headers,
+                                  window=window or self.MESSAGE_WINDOW)
         self._outgoing_messages[message.message_id] = message
         message.outcome.rawlink(lambda _: self._outgoing_messages.pop(message.message_id, None))
         self._unsent += 1
+        if self.writer_job is None:
+            self._start_writer()
         self.outgoing.put((message, _MESSAGE))
         return message
 
@@ -397,15 +408,21 @@ class MSRPSession:
 
     # -- the writer
 
+    def _start_writer(self):
+        if self._failure is None:
+            self.writer_job = gevent.spawn(self._writer)
+
     def _writer(self):
         transport = self.msrp
         outgoing = self.outgoing
         messages = self._sending_messages  # OutgoingMessages, sent one chunk per turn, round robin
         while True:
             if messages and outgoing.empty():
-                if not self._write_message_chunk(messages):
-                    return
-                continue
+                message = self._next_ready_message(messages)
+                if message is not None:
+                    if not self._write_message_chunk(message, messages):
+                        return
+                    continue
             self._writer_idle = not messages
             try:
                 batch = [outgoing.get()]
@@ -416,7 +433,10 @@ class MSRPSession:
             chunks = []
             for item in batch:
                 if item[1] is _MESSAGE:
+                    item[0]._wake = self._wake_writer
                     messages.append(item[0])
+                    self._unsent -= 1
+                elif item[1] is _WAKE:
                     self._unsent -= 1
                 else:
                     chunks.append(item)
@@ -435,9 +455,31 @@ class MSRPSession:
             finally:
                 self._unsent -= len(chunks)
 
-    def _write_message_chunk(self, messages):
-        # Send the next chunk of the first message and move it to the back; False once the connection is closed.
-        message = messages.popleft()
+    @staticmethod
+    def _next_ready_message(messages):
+        # The first message that may send a chunk now (its window has room), moved to the front; or None.
+        for _ in range(len(messages)):
+            message = messages[0]
+            if not message.wants_writer:
+                messages.popleft()
+            elif message.ready:
+                return message
+            else:
+                messages.rotate(-1)
+        return None
+
+    def _wake_writer(self):
+        if self._writer_idle is False and not self.outgoing.empty():
+            return  # the writer looks at its messages again after the queued items anyway
+        try:
+            self._unsent += 1
+            self.outgoing.put_nowait((None, _WAKE))
+        except Full:
+            self._unsent -= 1
+
+    def _write_message_chunk(self, message, messages):
+        # Send the next chunk of ``message`` (first in ``messages``) and move it to the back; False once closed.
+        messages.popleft()
         chunk = message.next_chunk(self.msrp)
         if message.wants_writer:
             messages.append(message)
@@ -461,7 +503,7 @@ class MSRPSession:
         self._sequence += 1
         heapq.heappush(self._deadlines, (transaction.deadline, self._sequence, transaction))
         if transaction.deadline < self._timer_due:
-            self._deadline_added.set()  # the timer greenlet sleeps past this deadline: wake it
+            self._schedule_timer(transaction.deadline)  # the timer is later than this deadline (or off)
 
     def _finish_transaction(self, transaction):
         # A transaction got its response: forget it, and drop finished ones from the head of the heap.
@@ -470,21 +512,45 @@ class MSRPSession:
         while deadlines and deadlines[0][2].chunk is None:
             heapq.heappop(deadlines)
 
+    def _schedule_timer(self, due):
+        # (Re)arm the hub timer of the response deadlines for ``due`` (time.monotonic()).
+        if self._failure is not None:
+            return
+        if self._timer is not None:
+            self._timer.close()
+        self._timer_due = due
+        self._timer = self._loop.timer(max(due - time.monotonic(), 0.0))
+        self._timer.start(self._timer_fired)
+
+    def _timer_fired(self):
+        # In the hub: drop answered transactions; a greenlet handles expired ones (callbacks may block).
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._timer_due = float('inf')
+        if self._failure is not None:
+            return
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].chunk is None:
+            heapq.heappop(deadlines)
+        if not deadlines:
+            return
+        if deadlines[0][0] > time.monotonic():
+            self._schedule_timer(deadlines[0][0])
+        else:
+            gevent.spawn(self._expire_transactions)
+
     def _expire_transactions(self):
         deadlines = self._deadlines
-        while True:
-            self._deadline_added.clear()
-            while deadlines and deadlines[0][2].chunk is None:
+        now = time.monotonic()
+        while deadlines and self._failure is None:
+            if deadlines[0][2].chunk is None:
                 heapq.heappop(deadlines)
-            if not deadlines:
-                self._timer_due = float('inf')
-                self._deadline_added.wait()
                 continue
-            self._timer_due = deadlines[0][0]
-            delay = self._timer_due - time.monotonic()
-            if delay > 0:
-                self._deadline_added.wait(delay)
-                continue
+            if deadlines[0][0] > now:
+                if deadlines[0][0] < self._timer_due:
+                    self._schedule_timer(deadlines[0][0])
+                return
             transaction = heapq.heappop(deadlines)[2]
             if self.expected_responses.get(transaction.chunk.transaction_id) is transaction:
                 del self.expected_responses[transaction.chunk.transaction_id]
@@ -519,6 +585,8 @@ class MSRPSession:
         reason = None
         tb = None
         try:
+            if self.KEEPALIVE_INTERVAL and self._failure is None:  # read here: may be set on the instance
+                self._arm_keepalive(self.KEEPALIVE_INTERVAL)
             read_chunk = self.msrp.read_chunk
             while True:
                 chunk = read_chunk()
@@ -637,6 +705,8 @@ class MSRPSession:
     def _queue_internal(self, chunk):
         try:
             self._unsent += 1
+            if self.writer_job is None:
+                self._start_writer()
             self.outgoing.put_nowait((chunk, None))
         except Full:
             self._unsent -= 1
@@ -644,23 +714,37 @@ class MSRPSession:
 
     # -- keep-alive
 
-    def _keepalive(self):
-        while True:
-            interval = self.KEEPALIVE_INTERVAL
-            if not interval:
-                return  # disabled on the instance after the session started
-            idle = time.monotonic() - self._last_activity
-            if idle < interval:
-                gevent.sleep(interval - idle)
-                continue
-            if self.state != SessionState.CONNECTED:
-                return
-            chunk = self.msrp.make_send_request()
-            self._last_activity = time.monotonic()
-            try:
-                self.send_chunk(chunk, self._keepalive_response)
-            except MSRPSessionError:
-                return
+    def _arm_keepalive(self, delay):
+        # Check for idleness in ``delay`` seconds (a hub timer, no greenlet while idle).
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.close()
+        self._keepalive_timer = self._loop.timer(delay)
+        self._keepalive_timer.start(self._keepalive_due)
+
+    def _keepalive_due(self):
+        # In the hub: re-arm while there was traffic; send a keep-alive (from a greenlet) after an idle interval.
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.close()
+            self._keepalive_timer = None
+        interval = self.KEEPALIVE_INTERVAL
+        if not interval or self.state != SessionState.CONNECTED:
+            return  # disabled on the instance after the session started, or ending
+        idle = time.monotonic() - self._last_activity
+        if idle < interval:
+            self._arm_keepalive(interval - idle)
+        else:
+            self._keepalive_job = gevent.spawn(self._send_keepalive)
+
+    def _send_keepalive(self):
+        chunk = self.msrp.make_send_request()
+        self._last_activity = time.monotonic()
+        try:
+            self.send_chunk(chunk, self._keepalive_response)
+        except MSRPSessionError:
+            return
+        interval = self.KEEPALIVE_INTERVAL
+        if interval and self._failure is None:
+            self._arm_keepalive(interval)
 
     def _keepalive_response(self, response):
         if response.code == 408:
@@ -704,7 +788,7 @@ class MSRPSession:
         while not self.outgoing.empty():
             chunk, response_cb = self.outgoing.get_nowait()
             self._unsent -= 1
-            if response_cb is _MESSAGE:
+            if response_cb is _MESSAGE or response_cb is _WAKE:
                 continue  # messages are failed through _outgoing_messages
             if response_cb is not None:
                 self._local_response(_Transaction(chunk, response_cb, 0), comment)
@@ -724,9 +808,14 @@ class MSRPSession:
         self.state = SessionState.CLOSING
         self.msrp.loseConnection(wait=False)
         current = gevent.getcurrent()
-        for job in (self.writer_job, self._timer_job, self._keepalive_job):
+        for job in (self.writer_job, self._keepalive_job):
             if job is not None and job is not current:
                 job.kill(block=False)
+        for timer in (self._timer, self._keepalive_timer):
+            if timer is not None:
+                timer.close()
+        self._timer = self._keepalive_timer = None
+        self._timer_due = float('inf')
         comment = 'Connection closed before a response arrived'
         pending = list(self.expected_responses.values())
         self.expected_responses.clear()

@@ -326,3 +326,27 @@ def test_send_file_streams_a_file_and_describes_it(transports, tmp_path):
     selector = message.file_selector
     assert selector.size == len(data)
     assert incoming.headers['File-Selector'].encoded == str(selector)
+
+
+def test_no_more_than_window_chunks_await_a_response(transports):
+    sender_transport, receiver_transport = transports
+    sender = GreenMSRPSession(sender_transport)
+    with gevent.Timeout(TIMEOUT):
+        message = sender.send_large_message(payload(100 * 1000), 'application/octet-stream', chunk_size=1000,
+                                            window=4)
+        held = [receiver_transport.read_chunk() for _ in range(4)]
+        extra = gevent.spawn(receiver_transport.read_chunk)
+        gevent.sleep(0.2)
+        assert not extra.ready(), 'a fifth chunk was sent before any response'
+        receiver_transport.write_response(held[0], 200, 'OK')
+        fifth = extra.get()
+        assert fifth.byte_range.start == 4001
+        for chunk in held[1:] + [fifth]:
+            receiver_transport.write_response(chunk, 200, 'OK')
+        while True:
+            chunk = receiver_transport.read_chunk()
+            receiver_transport.write_response(chunk, 200, 'OK')
+            if chunk.contflag == '$':
+                break
+        message.wait()
+    assert message.bytes_acknowledged == 100 * 1000
