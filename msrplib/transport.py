@@ -271,6 +271,8 @@ class MSRPTransport:
             address = getter()
         except OSError:
             return None
+        if not isinstance(address, tuple) or len(address) < 2:
+            return Address('UNIX', address, None)  # e.g. a socketpair in tests
         return Address('TCP', address[0], address[1])
 
     @property
@@ -739,6 +741,10 @@ class MSRPTransport:
     def _lose(self, reason):
         if self._closed is None:
             self._closed = reason
+            # what was parsed but not read yet is dropped: after a closure every read raises it
+            self._events.clear()
+            self._pushback.clear()
+            self._current = None
             self._close_socket()
 
     def _close_socket(self):

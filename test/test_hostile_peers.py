@@ -705,6 +705,31 @@ def test_peer_flooding_chunks_before_answering_the_binding_is_cut_off_at_max_ear
     with pytest.raises(ChunkParseError) as info, gevent.Timeout(T):
         transport.bind([URI(host='127.0.0.1', port=2, use_tls=False, session_id='remote')])
     assert 'max_early_chunks' in str(info.value)
-    assert len(transport._pushback) == transport.max_early_chunks
+    assert not transport._pushback  # what was kept is dropped with the connection
     assert not transport.connected
     flood.get(timeout=T)
+
+
+def test_no_chunk_comes_out_after_max_chunk_size_closed_the_connection():
+    # Regression: events parsed in the same read as the oversized body were still handed out afterwards.
+    import gevent as _gevent
+    from gevent import socket as _socket
+    from msrplib.protocol import URI as _URI
+    from msrplib.transport import MSRPTransport as _Transport, ConnectionClosed as _Closed
+    from msrplib.protocol import ChunkParseError as _ParseError
+    left, right = _socket.socketpair()
+    local = _URI(host='127.0.0.1', port=1, session_id='a', use_tls=False)
+    transport = _Transport(local, sock=left)
+    transport.max_chunk_size = 100
+    big = (b'MSRP t1234 SEND\r\nTo-Path: msrp://127.0.0.1:1/a;tcp\r\nFrom-Path: msrp://127.0.0.1:2/b;tcp\r\n'
+           b'Message-ID: m\r\nByte-Range: 1-200/200\r\nContent-Type: text/plain\r\n\r\n' + b'x' * 200 +
+           b'\r\n-------t1234$\r\n')
+    small = big.replace(b't1234', b't5678').replace(b'x' * 200, b'y').replace(b'1-200/200', b'1-1/1')
+    right.sendall(big + small)
+    with _gevent.Timeout(5):
+        with pytest.raises(_ParseError):
+            transport.read_chunk()
+        for _ in range(2):
+            with pytest.raises(_Closed):
+                transport.read_chunk()
+    right.close()
