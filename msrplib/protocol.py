@@ -685,17 +685,61 @@ class MSRPData:
     """
 
     segment = None  # set on the "virtual" chunks of MSRPTransport.read_chunk(size)
+    # A parsed chunk keeps its header values as text (_raw: name -> text, or -> header object for the
+    # unusual ones) and makes header objects only for what is read: the typed properties below make one,
+    # ``headers`` makes them all.  A receiver that reads a few headers then pays for those only.
+    _raw = None
+    _made = None
 
     def __init__(self, transaction_id, method=None, code=None, comment=None, headers=None, data=b'', contflag='$'):
         self.transaction_id = transaction_id
         self.method = method
         self.code = code
         self.comment = comment
-        self.headers = dict(headers) if headers else {}
+        self._headers = dict(headers) if headers else {}
         self.data = data.encode('utf-8') if isinstance(data, str) else data
         self.contflag = contflag
 
     # -- header access
+
+    @property
+    def headers(self):
+        """The headers: a dict of header name -> header object (:class:`MSRPHeader`), in wire order."""
+        headers = self._headers
+        if headers is None:
+            made = self._made or {}
+            headers = {}
+            for name, value in self._raw.items():
+                header = made.get(name)
+                if header is None:
+                    header = value if isinstance(value, MSRPHeader) else _make_header(name, value)
+                headers[name] = header
+            self._headers = headers
+            self._raw = self._made = None
+        return headers
+
+    @headers.setter
+    def headers(self, value):
+        self._headers = value
+        self._raw = self._made = None
+
+    def _header(self, name):
+        # The header object for ``name`` (or None) without making the others.
+        headers = self._headers
+        if headers is not None:
+            return headers.get(name)
+        made = self._made
+        if made is None:
+            made = self._made = {}
+        else:
+            header = made.get(name)
+            if header is not None:
+                return header
+        value = self._raw.get(name)
+        if value is None:
+            return None
+        header = made[name] = value if isinstance(value, MSRPHeader) else _make_header(name, value)
+        return header
 
     def add_header(self, header):
         """Add or replace a header (an :class:`MSRPHeader`)."""
@@ -704,49 +748,49 @@ class MSRPData:
     @property
     def from_path(self):
         """From-Path as a list of URI (None if absent)."""
-        header = self.headers.get('From-Path')
+        header = self._header('From-Path')
         return None if header is None else header.decoded
 
     @property
     def to_path(self):
         """To-Path as a list of URI (None if absent)."""
-        header = self.headers.get('To-Path')
+        header = self._header('To-Path')
         return None if header is None else header.decoded
 
     @property
     def content_type(self):
         """Content-Type (str) or None."""
-        header = self.headers.get('Content-Type')
+        header = self._header('Content-Type')
         return None if header is None else header.decoded
 
     @property
     def message_id(self):
         """Message-ID (str) or None."""
-        header = self.headers.get('Message-ID')
+        header = self._header('Message-ID')
         return None if header is None else header.decoded
 
     @property
     def byte_range(self):
         """Byte-Range as a :class:`ByteRange`, or None."""
-        header = self.headers.get('Byte-Range')
+        header = self._header('Byte-Range')
         return None if header is None else header.decoded
 
     @property
     def status(self):
         """Status as a :class:`Status`, or None."""
-        header = self.headers.get('Status')
+        header = self._header('Status')
         return None if header is None else header.decoded
 
     @property
     def failure_report(self):
         """Failure-Report; ``'yes'`` when absent."""
-        header = self.headers.get('Failure-Report')
+        header = self._header('Failure-Report')
         return 'yes' if header is None else header.decoded
 
     @property
     def success_report(self):
         """Success-Report; ``'no'`` when absent."""
-        header = self.headers.get('Success-Report')
+        header = self._header('Success-Report')
         return 'no' if header is None else header.decoded
 
     @property
@@ -1044,7 +1088,8 @@ class MSRPParser:
                 chunk.method = None
                 chunk.code = int(code)
                 chunk.comment = comment.decode('utf-8', 'surrogateescape') if comment else None
-            chunk.headers = headers = {}
+            chunk._headers = None
+            chunk._raw = headers = {}
             chunk.data = b''
             chunk.contflag = '$'
             if header_end > line_end + 2:
@@ -1067,11 +1112,7 @@ class MSRPParser:
                         header = self._unusual_header(line, chunk)
                         headers[header.name] = header
                         continue
-                    # what _make_header does, inlined for the known names as written
-                    header = new(cls)
-                    header._encoded = value.strip(' \t')
-                    header._decoded = unset
-                    headers[name] = header
+                    headers[name] = value.strip(' \t')  # made into a header object when read
             if end_line >= 0:
                 # no body: the end-line follows the headers
                 flag_at = end_line + len(marker)
