@@ -4,6 +4,8 @@
 between two endpoints over loopback and prints the traffic (the default
 command).  ``python -m msrplib decode`` parses RFC 4975's example exchange
 from bytes and prints each chunk with its decoded headers.
+``python -m msrplib listen|send|sendfile|chat ...`` is the ``msrp`` command
+(:mod:`msrplib.cli`, doc/cli.md).
 """
 
 import argparse
@@ -48,8 +50,15 @@ def decode(data, out):
             out.write('    end: %s\n\n' % value)
 
 
+CLI_COMMANDS = ('listen', 'send', 'sendfile', 'chat')
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments and arguments[0] in CLI_COMMANDS:
+        from msrplib.cli import main as cli_main
+        return cli_main(arguments)
     parser = argparse.ArgumentParser(prog='python -m msrplib', description='msrplib %s' % __version__)
     commands = parser.add_subparsers(dest='command')
     demo = commands.add_parser('demo', help='a live chat and a large message between two endpoints on loopback')
@@ -57,6 +66,8 @@ def main(argv=None):
     demo.add_argument('--size', type=int, default=3 * 1024 * 1024, help='size of the large message in bytes')
     demo.add_argument('--host', default='127.0.0.1', help='loopback address to use (e.g. ::1)')
     commands.add_parser('decode', help="parse RFC 4975's example exchange and print it")
+    for name in CLI_COMMANDS:  # listed for --help; handled by msrplib.cli above
+        commands.add_parser(name, help='the msrp command: python -m msrplib %s --help' % name)
     args = parser.parse_args(argv)
     if args.command == 'decode':
         decode(RFC4975_EXAMPLE, sys.stdout)
