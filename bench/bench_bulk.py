@@ -123,7 +123,8 @@ def _uris(args):
     return receiver, sender
 
 
-def msrp_receiver(args):
+def _accept(args):
+    # Listen as the receiver (with the benchmark's certificate for TLS) and return the bound transport.
     from msrplib.connect import AcceptorDirect, MSRPIncomingConnectTimeout
     from msrplib.tls import TLSCredentials
     MSRPIncomingConnectTimeout.seconds = 60
@@ -137,7 +138,11 @@ def msrp_receiver(args):
     acceptor = AcceptorDirect()
     acceptor.prepare(receiver)
     print('ready', flush=True)
-    transport = acceptor.complete([sender])
+    return acceptor.complete([sender])
+
+
+def msrp_receiver(args):
+    transport = _accept(args)
     total, received, started = args.total, 0, None
     while received < total:
         chunk = transport.read_chunk()
@@ -172,21 +177,8 @@ def msrp_sender(args):
 
 def session_receiver(args):
     """W3 through the session: a GreenMSRPSession receives the chunks; checks byte count and Byte-Ranges."""
-    from msrplib.connect import AcceptorDirect, MSRPIncomingConnectTimeout
     from msrplib.session import GreenMSRPSession
-    from msrplib.tls import TLSCredentials
-    MSRPIncomingConnectTimeout.seconds = 60
-    receiver, sender = _uris(args)
-    if args.tls:
-        with open(args.cert, 'rb') as f:
-            cert = f.read()
-        with open(args.key, 'rb') as f:
-            key = f.read()
-        receiver.credentials = TLSCredentials(cert, key)
-    acceptor = AcceptorDirect()
-    acceptor.prepare(receiver)
-    print('ready', flush=True)
-    session = GreenMSRPSession(acceptor.complete([sender]))
+    session = GreenMSRPSession(_accept(args))
     # Timed from the binding: the reader may queue many chunks before receive_chunk first returns.
     total, received, started = args.total, 0, time.perf_counter()
     while received < total:

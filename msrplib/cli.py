@@ -611,13 +611,7 @@ class _Receiver:
 
 
 def _disposition(message):
-    header = message.headers.get('Content-Disposition')
-    if header is None:
-        return None
-    try:
-        return header.decoded
-    except HeaderParsingError:
-        return None
+    return message.chunk.header_value('Content-Disposition')
 
 
 def _mkstemp(directory):

@@ -745,6 +745,16 @@ class MSRPData:
         """Add or replace a header (an :class:`MSRPHeader`)."""
         self.headers[header.name] = header
 
+    def header_value(self, name, default=None):
+        """The decoded value of header ``name``; ``default`` when it is absent or cannot be decoded."""
+        header = self._header(name) if name in _HEADER_CLASSES_EXACT else self.headers.get(name)
+        if header is None:
+            return default
+        try:
+            return header.decoded
+        except HeaderParsingError:
+            return default
+
     @property
     def from_path(self):
         """From-Path as a list of URI (None if absent)."""

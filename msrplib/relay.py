@@ -295,13 +295,7 @@ class RelayConnection:
 
     @staticmethod
     def _header_int(response, name):
-        header = response.headers.get(name)
-        if header is None:
-            return None
-        try:
-            return header.decoded
-        except HeaderParsingError:
-            return None
+        return response.header_value(name)
 
     def _bounded_expires(self, response, expires):
         minimum = self._header_int(response, 'Min-Expires')

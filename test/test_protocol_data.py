@@ -355,3 +355,16 @@ def test_regression_encode_refuses_line_breaks_in_the_comment():
     chunk = MSRPData('abcd1234', code=200, comment='OK\r\n-------abcd1234$')
     with pytest.raises(ParsingError):
         chunk.encode()
+
+
+def test_header_value_gives_the_decoded_value_or_the_default():
+    from msrplib.protocol import MSRPParser, CHUNK_START
+    stream = (b'MSRP abcd1234 SEND\r\nTo-Path: msrp://b.example.com:2855/s2;tcp\r\n'
+              b'From-Path: msrp://a.example.com:2855/s1;tcp\r\nMessage-ID: m1\r\nByte-Range: 9-1/x\r\n'
+              b'X-Extra: yes\r\n-------abcd1234$\r\n')
+    chunk = [value for kind, value in MSRPParser().feed(stream) if kind == CHUNK_START][0]
+    assert chunk.header_value('Message-ID') == 'm1'
+    assert chunk.header_value('Byte-Range') is None             # present but invalid
+    assert chunk.header_value('Byte-Range', 'bad') == 'bad'
+    assert chunk.header_value('Expires', 30) == 30              # absent
+    assert chunk.header_value('X-Extra') == 'yes'               # a header of no known type
