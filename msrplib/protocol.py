@@ -664,6 +664,10 @@ def _copy_header(header):
 END_LINE_DASHES = '-------'
 
 
+# To-Path/From-Path texts known to decode (verify_headers skips decoding them again); bounded
+_VALID_PATH_TEXTS = set()
+
+
 def random_transaction_id():
     """A new transaction id: 16 hex digits (64 random bits)."""
     return os.urandom(8).hex()
@@ -818,6 +822,25 @@ class MSRPData:
 
         Raises :class:`HeaderParsingError` naming the first bad header.
         """
+        if self._headers is None:
+            # a parsed chunk: check the header texts without making every header object
+            raw = self._raw
+            for name in ('To-Path', 'From-Path'):
+                if name not in raw:
+                    raise HeaderParsingError(name, 'header is missing')
+            valid_paths = _VALID_PATH_TEXTS
+            made = self._made
+            for name, value in raw.items():
+                if (name == 'To-Path' or name == 'From-Path') and type(value) is str and not (made and name in made):
+                    if value in valid_paths:
+                        continue  # this text decoded before (decoding is a pure function of the text)
+                    self._header(name).decoded
+                    if len(valid_paths) >= 256:
+                        valid_paths.clear()
+                    valid_paths.add(value)
+                    continue
+                self._header(name).decoded
+            return
         for name in ('To-Path', 'From-Path'):
             if name not in self.headers:
                 raise HeaderParsingError(name, 'header is missing')
@@ -1006,9 +1029,22 @@ class MSRPParser:
                     return []
                 buffer = bytes(pending)
             else:
-                buffer = pending + data
-            events = []
-            position = self._parse(buffer, events)
+                # BODY state: ``pending`` is a tail shorter than an end-line.  When no end-line begins in
+                # it, hand it out as body and parse ``data`` alone rather than copying all of it.
+                marker = self._marker
+                if len(data) > len(marker) + 2 and (pending + data[:len(marker) + 2]).find(marker) < 0:
+                    events = [(BODY, pending)]
+                    buffer = data if type(data) is bytes else bytes(data)
+                    pending = None
+                else:
+                    buffer = pending + data
+            if pending is not None:
+                events = []
+                position = self._parse(buffer, events)
+            else:
+                position = self._parse(buffer, events)
+                if len(events) > 1 and events[1][0] is BODY:
+                    events[0:2] = [(BODY, events[0][1] + events[1][1])]  # the same events as one buffer gives
         except ChunkParseError as e:
             self._error = e
             self._state = _FAILED

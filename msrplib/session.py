@@ -449,7 +449,13 @@ class MSRPSession:
                     if not data:
                         continue
                 self._last_activity = time.monotonic()
-                transport.write(data[0] if len(data) == 1 else b''.join(data))
+                if len(data) == 1:
+                    transport.write(data[0])
+                elif sum(map(len, data)) > 262144:
+                    for item in data:  # large chunks: one write each rather than copying them all into one
+                        transport.write(item)
+                else:
+                    transport.write(b''.join(data))
             except ConnectionClosed:
                 return  # the reader sees the closure and ends the session
             finally:

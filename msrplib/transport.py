@@ -25,7 +25,7 @@ from msrplib import MSRPError
 from msrplib.protocol import (
     URI, MSRPData, MSRPParser, ChunkParseError, InvalidStartLine, HeaderParsingError,
     ToPathHeader, FromPathHeader, MessageIDHeader, ByteRangeHeader, StatusHeader, ByteRange, Status,
-    CHUNK_START, BODY, CHUNK_END, random_transaction_id, random_message_id)
+    CHUNK_START, BODY, CHUNK_END, random_transaction_id, random_message_id, _UNSET)
 from msrplib.interfaces import IMSRPTransport
 from msrplib.trafficlog import Logger
 
@@ -109,11 +109,14 @@ Address = collections.namedtuple('Address', 'type host port')
 Address.__doc__ = 'An endpoint address like Twisted\'s IPv4Address: type ("TCP"), host, port.'
 
 
+_HELD = object()  # MSRPTransport._flusher while a hub callback is to send the held writes
+
+
 # ---------------------------------------------------------------------------
 # Responses and reports
 
 def _first_uri_text(chunk, name):
-    header = chunk.headers.get(name)
+    header = chunk._header(name)
     if header is None:
         return None
     try:
@@ -121,6 +124,32 @@ def _first_uri_text(chunk, name):
     except HeaderParsingError:
         words = header.encoded.split()
         return words[0] if words else None
+
+
+# header text -> str() of its first URI (a pure function of the text): answering a SEND decodes no path
+_FIRST_URI_STR = {}
+
+
+def _first_uri_str(chunk, name):
+    # str(_first_uri_text(chunk, name)) when there is a first URI, else None
+    header = chunk._header(name)
+    if header is None:
+        return None
+    text = header._encoded
+    from_text = type(text) is str and header._decoded is _UNSET
+    if from_text:
+        first = _FIRST_URI_STR.get(text)
+        if first is not None:
+            return first
+    first = _first_uri_text(chunk, name)
+    if first is None:
+        return None
+    first = str(first)
+    if from_text:
+        if len(_FIRST_URI_STR) >= 256:
+            _FIRST_URI_STR.clear()
+        _FIRST_URI_STR[text] = first
+    return first
 
 
 def _report_mode(chunk, name, default):
@@ -143,16 +172,16 @@ def make_response(chunk, code, comment):
     if failure_report == 'no' or (failure_report == 'partial' and code == 200):
         return None
     response = MSRPData(chunk.transaction_id, code=code, comment=comment)
-    from_header = chunk.headers.get('From-Path')
+    from_header = chunk._header('From-Path')
     if from_header is not None:
         if chunk.method == 'SEND':
-            first = _first_uri_text(chunk, 'From-Path')
+            first = _first_uri_str(chunk, 'From-Path')
             response.add_header(ToPathHeader(str(first)))
         else:
             response.add_header(ToPathHeader(from_header.encoded))
-    first_to = _first_uri_text(chunk, 'To-Path')
+    first_to = _first_uri_str(chunk, 'To-Path')
     if first_to is not None:
-        response.add_header(FromPathHeader(str(first_to)))
+        response.add_header(FromPathHeader(first_to))
     return response
 
 
@@ -252,6 +281,7 @@ class MSRPTransport:
         self._flusher = None
         self._host = self._peer = None
         self._can_send_now = False
+        self._accepted_paths = None            # ((To-Path text, From-Path text), _path_key()) last accepted
         if sock is not None:
             self.attach(sock)
 
@@ -403,6 +433,14 @@ class MSRPTransport:
                 self._sendall(bytes)
         else:
             if self._can_send_now and not self._pending_writes and not self._write_lock.locked():
+                if self._events and self._flusher is None:
+                    # more chunks are parsed already and their answers follow: send them together, from
+                    # the hub, once this greenlet waits (one syscall for the responses of one read)
+                    self._pending_writes.append(bytes)
+                    self._pending_size += len(bytes)
+                    self._flusher = _HELD
+                    gevent.get_hub().loop.run_callback(self._send_held)
+                    return
                 bytes = self._send_without_waiting(bytes)
                 if not bytes:
                     return
@@ -424,6 +462,28 @@ class MSRPTransport:
             self._lose(ConnectionLost('Write failed: %s' % (e,)))
             raise self._closed
         return data[sent:] if sent < len(data) else b''
+
+    def _send_held(self):
+        # Hub callback: write what write(sync=False) held back, without blocking; a greenlet sends the rest.
+        if self._flusher is not _HELD:
+            return
+        self._flusher = None
+        if not self._pending_writes or self._closed is not None:
+            return
+        if self._write_lock.locked():
+            self._flusher = gevent.spawn(self._flush_in_background)
+            return
+        data = self._pending_writes
+        self._pending_writes = []
+        self._pending_size = 0
+        try:
+            rest = self._send_without_waiting(data[0] if len(data) == 1 else b''.join(data))
+        except ConnectionClosed:
+            return
+        if rest:
+            self._pending_writes.append(rest)
+            self._pending_size += len(rest)
+            self._flusher = gevent.spawn(self._flush_in_background)
 
     def _flush_in_background(self):
         try:
@@ -613,6 +673,32 @@ class MSRPTransport:
         :class:`MSRPNoSuchSessionError` (481) for paths of another session.
         With ``use_sessmatch`` only the session-ids are compared (RFC 6714).
         """
+        texts = None
+        raw = chunk._raw
+        if raw is not None:
+            # a parsed chunk: the outcome depends only on the path texts and this transport's paths, so
+            # texts accepted before (with the same paths) are accepted again without decoding them
+            made = chunk._made
+            if not made or ('To-Path' not in made and 'From-Path' not in made):
+                texts = (raw.get('To-Path'), raw.get('From-Path'))
+                if type(texts[0]) is str and type(texts[1]) is str:
+                    accepted = self._accepted_paths
+                    if accepted is not None and accepted[0] == texts and accepted[1] == self._path_key():
+                        return None
+                else:
+                    texts = None
+        error = self._check_paths(chunk)
+        if error is None and texts is not None:
+            self._accepted_paths = (texts, self._path_key())
+        return error
+
+    def _path_key(self):
+        # What the path checks compare against (URI equality is by _key()), as a value.
+        remote_uri = self.remote_uri
+        return (self.use_sessmatch, self.local_uri._key(), None if remote_uri is None else remote_uri._key(),
+                tuple([uri._key() for uri in self.local_path]), tuple([uri._key() for uri in self.remote_path]))
+
+    def _check_paths(self, chunk):
         try:
             to_path = chunk.to_path
             from_path = chunk.from_path
