@@ -335,6 +335,7 @@ class FailureReportHeaderType(LimitedChoiceHeaderType):
 
 _BYTE_RANGE_RE = re.compile(r'([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)')
 _tuple_new = tuple.__new__
+_object_new = object.__new__
 
 
 class ByteRangeHeaderType:
@@ -689,11 +690,12 @@ class MSRPData:
     """
 
     segment = None  # set on the "virtual" chunks of MSRPTransport.read_chunk(size)
-    # A parsed chunk keeps its header values as text (_raw: name -> text, or -> header object for the
-    # unusual ones) and makes header objects only for what is read: the typed properties below make one,
-    # ``headers`` makes them all.  A receiver that reads a few headers then pays for those only.
+    # A parsed chunk keeps its header values as text (_raw: name -> text as after the colon, unstripped,
+    # or -> header object for the unusual ones and for those already read) and makes header objects only
+    # for what is read: the typed properties below make one (and put it in _raw), ``headers`` makes them
+    # all.  A receiver that reads a few headers then pays for those only.
     _raw = None
-    _made = None
+    _made = None  # no longer set (made headers replace their text in _raw); kept for code reading it
 
     def __init__(self, transaction_id, method=None, code=None, comment=None, headers=None, data=b'', contflag='$'):
         self.transaction_id = transaction_id
@@ -711,13 +713,9 @@ class MSRPData:
         """The headers: a dict of header name -> header object (:class:`MSRPHeader`), in wire order."""
         headers = self._headers
         if headers is None:
-            made = self._made or {}
             headers = {}
             for name, value in self._raw.items():
-                header = made.get(name)
-                if header is None:
-                    header = value if isinstance(value, MSRPHeader) else _make_header(name, value)
-                headers[name] = header
+                headers[name] = value if isinstance(value, MSRPHeader) else _make_header(name, value.strip(' \t'))
             self._headers = headers
             self._raw = self._made = None
         return headers
@@ -732,17 +730,15 @@ class MSRPData:
         headers = self._headers
         if headers is not None:
             return headers.get(name)
-        made = self._made
-        if made is None:
-            made = self._made = {}
-        else:
-            header = made.get(name)
-            if header is not None:
-                return header
-        value = self._raw.get(name)
-        if value is None:
-            return None
-        header = made[name] = value if isinstance(value, MSRPHeader) else _make_header(name, value)
+        # a header object made here replaces its text in _raw (made again only if _raw holds text)
+        raw = self._raw
+        value = raw.get(name)
+        if type(value) is not str:
+            return value  # None, or a header object
+        cls = _HEADER_CLASSES_EXACT[name]  # texts are kept for known names only
+        header = raw[name] = _object_new(cls)
+        header._encoded = value.strip(' \t')
+        header._decoded = _UNSET
         return header
 
     def add_header(self, header):
@@ -1096,7 +1092,7 @@ class MSRPParser:
         append = events.append
         max_line = self.max_line_length
         max_block = self.max_header_block
-        known = _HEADER_CLASSES_EXACT.get
+        known = _HEADER_CLASSES_EXACT
         new = object.__new__
         unset = _UNSET
         while position < length:
@@ -1116,8 +1112,22 @@ class MSRPParser:
             tid, method, code, comment = match.groups()
             marker = b'\r\n-------' + tid
             limit = position + max_block
-            blank = find(b'\r\n\r\n', line_end, limit)
-            end_line = find(marker, line_end, blank + 2 if blank >= 0 else limit)
+            # Look for the blank line and the end-line within a short window first: a chunk without body
+            # (a response) has no blank line, and searching up to ``limit`` for one would scan the
+            # chunks after it, again for each of them.  The outcome is what the full searches give.
+            window = line_end + 4096
+            if window < limit:
+                blank = find(b'\r\n\r\n', line_end, window)
+                if blank >= 0:
+                    end_line = find(marker, line_end, blank + 2)
+                else:
+                    end_line = find(marker, line_end, window)
+                    if end_line < 0:
+                        blank = find(b'\r\n\r\n', line_end, limit)
+                        end_line = find(marker, line_end, blank + 2 if blank >= 0 else limit)
+            else:
+                blank = find(b'\r\n\r\n', line_end, limit)
+                end_line = find(marker, line_end, blank + 2 if blank >= 0 else limit)
             if end_line < 0:
                 if blank < 0:
                     self._wait_headers(buffer, position, line_end + 2, marker)
@@ -1153,12 +1163,11 @@ class MSRPParser:
                     raise LimitExceeded('max_line_length', max_line, 'header line')  # counted in bytes
                 for line in lines:
                     name, colon, value = line.partition(':')
-                    cls = known(name)
-                    if cls is None or not colon:
-                        header = self._unusual_header(line, chunk)
-                        headers[header.name] = header
+                    if colon and name in known:
+                        headers[name] = value  # made into a header object (and stripped) when read
                         continue
-                    headers[name] = value.strip(' \t')  # made into a header object when read
+                    header = self._unusual_header(line, chunk)
+                    headers[header.name] = header
             if end_line >= 0:
                 # no body: the end-line follows the headers
                 flag_at = end_line + len(marker)
