@@ -26,7 +26,6 @@ import tempfile
 
 from gevent.event import AsyncResult
 
-from msrplib import MSRPError
 from msrplib.protocol import (
     ByteRange, ByteRangeHeader, ContentTypeHeader, FailureReportHeader, HeaderParsingError, MSRPHeader,
     SuccessReportHeader, random_message_id)

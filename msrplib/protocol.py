@@ -1094,7 +1094,6 @@ class MSRPParser:
         max_block = self.max_header_block
         known = _HEADER_CLASSES_EXACT
         new = object.__new__
-        unset = _UNSET
         while position < length:
             if self._state != _HEAD:
                 position = self._parse_body(buffer, position, events)

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from msrplib import MSRPError, digest, tls
 from msrplib.connect import (
-    MSRPTimeout, MSRPConnectTimeout, MSRPConnectError, MSRPBindSessionTimeout, connect_to, _bind, _close_quietly)
+    MSRPTimeout, MSRPConnectTimeout, MSRPConnectError, connect_to, _bind, _close_quietly)
 from msrplib.protocol import (
     URI, ConnectInfo, MSRPData, ToPathHeader, FromPathHeader, ExpiresHeader, AuthorizationHeader,
     HeaderParsingError, random_transaction_id)

@@ -36,7 +36,7 @@ from msrplib.protocol import (
     MSRPData, ContentTypeHeader, ToPathHeader, FromPathHeader, HeaderParsingError, ByteRange, ByteRangeHeader,
     ContentDispositionHeader, MSRPHeader)
 from msrplib.transport import (
-    make_response, make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
+    make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
            'contains_mime_type']

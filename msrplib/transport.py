@@ -23,9 +23,9 @@ from zope.interface import implementer
 
 from msrplib import MSRPError
 from msrplib.protocol import (
-    URI, MSRPData, MSRPParser, ChunkParseError, InvalidStartLine, HeaderParsingError,
+    MSRPData, MSRPParser, ChunkParseError, InvalidStartLine, HeaderParsingError,
     ToPathHeader, FromPathHeader, MessageIDHeader, ByteRangeHeader, StatusHeader, ByteRange, Status,
-    CHUNK_START, BODY, CHUNK_END, random_transaction_id, random_message_id, _UNSET)
+    CHUNK_START, BODY, random_transaction_id, random_message_id, _UNSET)
 from msrplib.interfaces import IMSRPTransport
 from msrplib.trafficlog import Logger
 

@@ -24,11 +24,7 @@ T = 5
 HOSTS = ['127.0.0.1', '::1']
 
 
-@pytest.fixture(autouse=True)
-def short_timeouts(monkeypatch):
-    monkeypatch.setattr(MSRPConnectTimeout, 'seconds', 2)
-    monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', 2)
-    monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 2)
+pytestmark = pytest.mark.usefixtures('short_connect_timeouts')
 
 
 def local(host='127.0.0.1', port=0, **kwargs):

@@ -9,8 +9,7 @@ import trustme
 
 from msrplib import MSRPError
 from msrplib.connect import (
-    ConnectorDirect, AcceptorDirect, MSRPServer, MSRPConnectTimeout, MSRPIncomingConnectTimeout,
-    MSRPBindSessionTimeout, MSRPCertificateError, MSRPConnectError)
+    ConnectorDirect, AcceptorDirect, MSRPServer, MSRPCertificateError, MSRPConnectError)
 from msrplib.protocol import URI
 from msrplib.tls import TLSCredentials
 from msrplib.transport import ConnectionClosed
@@ -19,11 +18,7 @@ T = 5
 HOSTS = ['127.0.0.1', '::1']
 
 
-@pytest.fixture(autouse=True)
-def short_timeouts(monkeypatch):
-    monkeypatch.setattr(MSRPConnectTimeout, 'seconds', 2)
-    monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', 2)
-    monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 2)
+pytestmark = pytest.mark.usefixtures('short_connect_timeouts')
 
 
 @pytest.fixture(scope='module')

@@ -25,6 +25,8 @@ from msrplib.session import GreenMSRPSession, MSRPSession
 from msrplib.transport import (
     MSRPTransport, ConnectionClosed, ConnectionDone, ConnectionLost, MSRPNoSuchSessionError)
 
+from loopback import raw_peer_transport
+
 T = 10  # seconds any single blocking step may take
 MiB = 1024 * 1024
 
@@ -73,27 +75,10 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def socket_pair():
-    listener = gevent.socket.socket()
-    try:
-        listener.bind(('127.0.0.1', 0))
-        listener.listen(1)
-        with gevent.Timeout(T):
-            client = gevent.socket.create_connection(listener.getsockname())
-            server, _ = listener.accept()
-    finally:
-        listener.close()
-    return client, server
-
-
 @pytest.fixture
 def raw_peer():
-    """(transport, raw socket): the test writes bytes on the raw socket."""
-    raw, sock = socket_pair()
-    local = URI(host='127.0.0.1', port=sock.getsockname()[1], use_tls=False, session_id='local')
-    transport = MSRPTransport(local, sock=sock)
-    transport.set_full_remote_path([URI(host='127.0.0.1', port=raw.getsockname()[1], use_tls=False,
-                                        session_id='remote')])
+    """(transport, raw gevent socket): the test writes hand-made bytes on the raw socket."""
+    transport, raw = raw_peer_transport()
     yield transport, raw
     transport.loseConnection()
     raw.close()

@@ -19,6 +19,8 @@ from msrplib.transport import (
     MSRPTransport, make_response, make_report, ChunkParseError, ConnectionClosed, ConnectionDone,
     ConnectionLost, MSRPTransactionError, MSRPBadRequest, MSRPNoSuchSessionError)
 
+from loopback import socket_pair, raw_peer_transport
+
 T = 5  # seconds: the most any single blocking step of these tests may take
 
 PAIRS = [('127.0.0.1', False), ('::1', False), ('127.0.0.1', True), ('::1', True)]
@@ -31,25 +33,6 @@ PAIR_IDS = ['v4', 'v6', 'v4-tls', 'v6-tls']
 @pytest.fixture(scope='module')
 def server_context():
     return tls.TLSCredentials.ephemeral().server_context()
-
-
-def socket_pair(host='127.0.0.1', server_ctx=None):
-    """Two connected gevent sockets over loopback (client, server); TLS when ``server_ctx`` is given."""
-    family = stdlib_socket.AF_INET6 if ':' in host else stdlib_socket.AF_INET
-    listener = gevent.socket.socket(family, stdlib_socket.SOCK_STREAM)
-    try:
-        listener.bind((host, 0))
-        listener.listen(1)
-        with gevent.Timeout(T):
-            client = gevent.socket.create_connection(listener.getsockname()[:2])
-            server, _ = listener.accept()
-            if server_ctx is not None:
-                wrapping = gevent.spawn(tls.wrap_socket, server, server_ctx, server_side=True)
-                client = tls.wrap_socket(client, tls.client_context())
-                server = wrapping.get()
-    finally:
-        listener.close()
-    return client, server
 
 
 def transport_pair(host='127.0.0.1', server_ctx=None, **kwargs):
@@ -85,11 +68,7 @@ def plain_pair():
 @pytest.fixture
 def raw_peer():
     """(transport, raw gevent socket): the test writes hand-made bytes on the raw socket."""
-    raw, sock = socket_pair()
-    local = URI(host='127.0.0.1', port=sock.getsockname()[1], use_tls=False, session_id='local')
-    transport = MSRPTransport(local, sock=sock)
-    transport.set_full_remote_path([URI(host='127.0.0.1', port=raw.getsockname()[1], use_tls=False,
-                                        session_id='remote')])
+    transport, raw = raw_peer_transport()
     yield transport, raw
     transport.loseConnection()
     raw.close()
