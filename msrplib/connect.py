@@ -328,14 +328,18 @@ class AcceptorDirect:
                     raise MSRPConnectError(self.local_uri.host, self.local_uri.port, 'accept() failed: %s' % (e,))
                 _tune(sock)
                 if self._context is not None:
-                    try:
-                        sock = tls.wrap_socket(sock, self._context, server_side=True)
-                    except (OSError, ValueError) as e:
-                        _close_quietly(sock)
-                        raise MSRPConnectError(self.local_uri.host, self.local_uri.port, 'TLS handshake: %s' % e)
-                    except BaseException:  # the timeout: do not leave the half-made connection open
-                        _close_quietly(sock)
-                        raise
+                    # the handshake has its own bound too, so that waiting for a peer with no time limit
+                    # (seconds = None) cannot be held up by a peer that never completes it
+                    with MSRPIncomingConnectTimeout.timeout(MSRPConnectTimeout.seconds):
+                        try:
+                            sock = tls.wrap_socket(sock, self._context, server_side=True)
+                        except (OSError, ValueError) as e:
+                            _close_quietly(sock)
+                            raise MSRPConnectError(self.local_uri.host, self.local_uri.port,
+                                                   'TLS handshake: %s' % e)
+                        except BaseException:  # the timeout: do not leave the half-made connection open
+                            _close_quietly(sock)
+                            raise
         finally:
             self.cleanup()
         transport = MSRPTransport(self.local_uri, self.logger, self.use_sessmatch, sock=sock)
