@@ -1,7 +1,7 @@
 """MSRPSession and GreenMSRPSession: transactions, responses and reports over one transport.
 
-An :class:`MSRPSession` runs a reader greenlet and a writer greenlet over a
-bound :class:`~msrplib.transport.MSRPTransport`.  The reader answers incoming
+An :class:`MSRPSession` runs a reader greenlet and, while chunks are queued,
+a writer greenlet over a bound :class:`~msrplib.transport.MSRPTransport`.  The reader answers incoming
 requests as RFC 4975 says (200, 400, 415, 481, 501), matches responses to the
 transactions this side sent, sends Success-Reports when asked and hands
 accepted chunks to the application.  The writer sends queued chunks in
