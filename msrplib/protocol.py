@@ -695,7 +695,6 @@ class MSRPData:
     # for what is read: the typed properties below make one (and put it in _raw), ``headers`` makes them
     # all.  A receiver that reads a few headers then pays for those only.
     _raw = None
-    _made = None  # no longer set (made headers replace their text in _raw); kept for code reading it
 
     def __init__(self, transaction_id, method=None, code=None, comment=None, headers=None, data=b'', contflag='$'):
         self.transaction_id = transaction_id
@@ -717,13 +716,13 @@ class MSRPData:
             for name, value in self._raw.items():
                 headers[name] = value if isinstance(value, MSRPHeader) else _make_header(name, value.strip(' \t'))
             self._headers = headers
-            self._raw = self._made = None
+            self._raw = None
         return headers
 
     @headers.setter
     def headers(self, value):
         self._headers = value
-        self._raw = self._made = None
+        self._raw = None
 
     def _header(self, name):
         # The header object for ``name`` (or None) without making the others.
@@ -825,9 +824,9 @@ class MSRPData:
                 if name not in raw:
                     raise HeaderParsingError(name, 'header is missing')
             valid_paths = _VALID_PATH_TEXTS
-            made = self._made
             for name, value in raw.items():
-                if (name == 'To-Path' or name == 'From-Path') and type(value) is str and not (made and name in made):
+                # a header already made may have been changed since: only untouched texts use the cache
+                if (name == 'To-Path' or name == 'From-Path') and type(value) is str:
                     if value in valid_paths:
                         continue  # this text decoded before (decoding is a pure function of the text)
                     self._header(name).decoded

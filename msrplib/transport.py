@@ -678,15 +678,14 @@ class MSRPTransport:
         if raw is not None:
             # a parsed chunk: the outcome depends only on the path texts and this transport's paths, so
             # texts accepted before (with the same paths) are accepted again without decoding them
-            made = chunk._made
-            if not made or ('To-Path' not in made and 'From-Path' not in made):
-                texts = (raw.get('To-Path'), raw.get('From-Path'))
-                if type(texts[0]) is str and type(texts[1]) is str:
-                    accepted = self._accepted_paths
-                    if accepted is not None and accepted[0] == texts and accepted[1] == self._path_key():
-                        return None
-                else:
-                    texts = None
+            # (a path header already made into an object may have been changed: only untouched texts count)
+            texts = (raw.get('To-Path'), raw.get('From-Path'))
+            if type(texts[0]) is str and type(texts[1]) is str:
+                accepted = self._accepted_paths
+                if accepted is not None and accepted[0] == texts and accepted[1] == self._path_key():
+                    return None
+            else:
+                texts = None
         error = self._check_paths(chunk)
         if error is None and texts is not None:
             self._accepted_paths = (texts, self._path_key())
