@@ -239,6 +239,16 @@ def child_main(args):
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) >= 2:  # sender and receiver on CPUs of their own, for both measurements
             os.sched_setaffinity(0, {cpus[0] if args.role.endswith('receiver') else cpus[1]})
+    if os.environ.get('BENCH_CPU'):
+        import resource
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        import atexit
+
+        def report():
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            sys.stderr.write('%s: user %.3f s, system %.3f s (whole process)\n' % (
+                args.role, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
+        atexit.register(report)
     if args.profile:
         import cProfile
         import pstats

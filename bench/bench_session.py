@@ -15,6 +15,7 @@ A reference is measured in the same run: a raw blocking-socket ping-pong of
 import argparse
 import multiprocessing
 import os
+import resource
 import socket
 import sys
 import time
@@ -22,6 +23,29 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 MESSAGE = b'x' * 100
+
+
+def _cpu_seconds():
+    # (user, system) CPU seconds of this process so far
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _cpu_since(before):
+    after = _cpu_seconds()
+    return after[0] - before[0], after[1] - before[1]
+
+
+def _profiled(role, function):
+    # BENCH_PROFILE=sender|receiver writes a cProfile of that side to /tmp/bench_session_<role>.prof
+    if os.environ.get('BENCH_PROFILE') != role:
+        return function()
+    import cProfile
+    profile = cProfile.Profile()
+    try:
+        return profile.runcall(function)
+    finally:
+        profile.dump_stats('/tmp/bench_session_%s.prof' % role)
 
 
 def _receiver(conn, workload, count, use_tls):
@@ -34,11 +58,13 @@ def _receiver(conn, workload, count, use_tls):
     conn.send(([str(uri) for uri in path], acceptor.fingerprint))
     remote = [URI.parse(text) for text in conn.recv()]
     session = GreenMSRPSession(acceptor.complete(remote))
-    received = 0
-    while received < count:
-        session.receive_chunk()
-        received += 1
-    conn.send(time.monotonic())
+    cpu = _cpu_seconds()
+
+    def receive_all():
+        for _ in range(count):
+            session.receive_chunk()
+    _profiled('receiver', receive_all)
+    conn.send((time.monotonic(), _cpu_since(cpu)))
     conn.recv()
     session.shutdown()
     gevent.sleep(0)
@@ -54,23 +80,32 @@ def _sender(conn, workload, count, use_tls):
     path = connector.prepare(URI(host='127.0.0.1', use_tls=use_tls))
     conn.send([str(uri) for uri in path])
     session = GreenMSRPSession(connector.complete(remote))
+
+    def send_all():
+        if workload == 'W1':
+            for _ in range(count):
+                session.deliver_message(MESSAGE, 'text/plain')
+        else:
+            for _ in range(count):
+                chunk = session.make_message(MESSAGE, 'text/plain')
+                chunk.add_header(FailureReportHeader('no'))
+                session.send_chunk(chunk)
+            session.shutdown()  # writes what is queued (counted: it is part of sending them)
     started = time.monotonic()
-    if workload == 'W1':
-        for _ in range(count):
-            session.deliver_message(MESSAGE, 'text/plain')
-    else:
-        for _ in range(count):
-            chunk = session.make_message(MESSAGE, 'text/plain')
-            chunk.add_header(FailureReportHeader('no'))
-            session.send_chunk(chunk)
-    sent = time.monotonic()
-    session.shutdown()  # writes what is queued; the pipe below blocks the whole process
-    conn.send((started, sent))
+    cpu = _cpu_seconds()
+    _profiled('sender', send_all)
+    cpu = _cpu_since(cpu)
+    session.shutdown()  # (W2: already done) the pipe below blocks the whole process
+    conn.send((started, cpu))
     conn.recv()
 
 
-def run_pair(workload, count, use_tls=False):
-    """Run one session workload in two processes; returns (messages/s, mean seconds per message)."""
+def run_pair(workload, count, use_tls=False, cpu=None):
+    """Run one session workload in two processes; returns (messages/s, mean seconds per message).
+
+    ``cpu``, a dict if given, receives the CPU seconds per message of each side as
+    ``cpu['sender']`` and ``cpu['receiver']``: (user, system) pairs.
+    """
     context = multiprocessing.get_context('spawn')
     sender_end, sender_conn = context.Pipe()
     receiver_end, receiver_conn = context.Pipe()
@@ -81,8 +116,8 @@ def run_pair(workload, count, use_tls=False):
     try:
         sender_end.send(receiver_end.recv())       # acceptor's path -> connector
         receiver_end.send(sender_end.recv())       # connector's path -> acceptor
-        started, _sent = sender_end.recv()
-        finished = receiver_end.recv()
+        started, sender_cpu = sender_end.recv()
+        finished, receiver_cpu = receiver_end.recv()
         sender_end.send('bye')
         receiver_end.send('bye')
     finally:
@@ -92,6 +127,9 @@ def run_pair(workload, count, use_tls=False):
             if process.is_alive():
                 process.kill()
     elapsed = finished - started
+    if cpu is not None:
+        cpu['sender'] = (sender_cpu[0] / count, sender_cpu[1] / count)
+        cpu['receiver'] = (receiver_cpu[0] / count, receiver_cpu[1] / count)
     return count / elapsed, elapsed / count
 
 
