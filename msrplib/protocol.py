@@ -162,13 +162,26 @@ class URI(ConnectInfo):
     and transport (case-insensitive); user and other parameters are ignored.
     """
 
+    # The text form and the comparison key are cached (every chunk sent writes its path URIs, every
+    # check compares them): setting any attribute drops both, and the text is kept only while
+    # ``parameters`` (a dict that may be changed in place) is empty.
+    _text = None
+    _cached_key = None
+
     def __init__(self, host=None, use_tls=None, user=None, port=None, session_id=None,
                  transport='tcp', parameters=None, credentials=None):
-        ConnectInfo.__init__(self, host, use_tls=use_tls, port=port, credentials=credentials)
-        self.user = user
-        self.session_id = session_id if session_id is not None else os.urandom(10).hex()
-        self.transport = transport
-        self.parameters = dict(parameters) if parameters else {}
+        # straight into __dict__: nothing is cached yet, so __setattr__ has nothing to drop
+        self.__dict__.update(
+            host=host if host is not None else _default_host(), use_tls=True if use_tls is None else bool(use_tls),
+            port=port, credentials=credentials, user=user,
+            session_id=session_id if session_id is not None else os.urandom(10).hex(), transport=transport,
+            parameters=dict(parameters) if parameters else {})
+
+    def __setattr__(self, name, value):
+        attributes = self.__dict__
+        attributes[name] = value
+        attributes.pop('_text', None)
+        attributes.pop('_cached_key', None)
 
     @classmethod
     def parse(cls, text):
@@ -198,6 +211,15 @@ class URI(ConnectInfo):
                    parameters=parameters)
 
     def __str__(self):
+        text = self._text
+        if text is not None and not self.parameters:
+            return text
+        text = self._format()
+        if not self.parameters:
+            self.__dict__['_text'] = text
+        return text
+
+    def _format(self):
         host = '[%s]' % self.host if ':' in self.host else self.host
         parts = [self.scheme, '://']
         if self.user:
@@ -216,7 +238,11 @@ class URI(ConnectInfo):
         return '%s(%r)' % (type(self).__name__, str(self))
 
     def _key(self):
-        return (self.use_tls, self.host.lower(), self.port, self.session_id, self.transport.lower())
+        key = self._cached_key
+        if key is None:
+            key = self.__dict__['_cached_key'] = (self.use_tls, self.host.lower(), self.port, self.session_id,
+                                                  self.transport.lower())
+        return key
 
     def __eq__(self, other):
         if not isinstance(other, URI):
@@ -291,7 +317,7 @@ class URIHeaderType:
 
     @staticmethod
     def encode(decoded):
-        return ' '.join(str(uri) for uri in decoded)
+        return ' '.join(map(str, decoded))
 
 
 _DIGITS_RE = re.compile(r'[0-9]{1,18}')
@@ -641,6 +667,15 @@ def _make_header(name, encoded):
     return header
 
 
+def _new_header(cls, decoded):
+    # cls(decoded=decoded) for a named header class, without the argument checks: for values this
+    # library makes itself.
+    header = _object_new(cls)
+    header._encoded = None
+    header._decoded = decoded
+    return header
+
+
 def _copy_header(header):
     # An independent copy: same class and name, and a value that changing the original cannot change.
     cls = type(header)
@@ -669,14 +704,42 @@ END_LINE_DASHES = '-------'
 _VALID_PATH_TEXTS = set()
 
 
+# Random hex strings drawn from os.urandom in blocks (one system call per _POOL_BLOCK ids, not one per
+# id), keyed by their length in bytes.  list.pop() hands each out once, also between threads; a forked
+# child starts with empty pools so that it never repeats its parent's ids.
+_RANDOM_POOLS = {}
+_POOL_BLOCK = 128
+
+
+def _random_hex(size):
+    pool = _RANDOM_POOLS.get(size)
+    if pool is None:
+        pool = _RANDOM_POOLS.setdefault(size, [])
+    while True:
+        try:
+            return pool.pop()
+        except IndexError:
+            block = os.urandom(size * _POOL_BLOCK).hex()
+            step = 2 * size
+            pool.extend([block[i:i + step] for i in range(0, len(block), step)])
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_RANDOM_POOLS.clear)
+
+
 def random_transaction_id():
-    """A new transaction id: 16 hex digits (64 random bits)."""
-    return os.urandom(8).hex()
+    """A new transaction id: 16 hex digits (64 random bits from os.urandom)."""
+    return _random_hex(8)
 
 
 def random_message_id():
-    """A new Message-ID: 20 hex digits (80 random bits)."""
-    return os.urandom(10).hex()
+    """A new Message-ID: 20 hex digits (80 random bits from os.urandom)."""
+    return _random_hex(10)
+
+
+def _is_content_type(header):
+    return header.name == 'Content-Type'
 
 
 class MSRPData:
@@ -856,27 +919,37 @@ class MSRPData:
     @property
     def encoded_header(self):
         """Start line and headers as bytes (with the empty line when there is a body)."""
+        return (self._header_text() + ('\r\n\r\n' if self.data else '\r\n')).encode('utf-8', 'surrogateescape')
+
+    def _header_text(self):
+        # The start line and the header lines joined by CRLF (no CRLF after the last one).
         headers = self.headers
         lines = [self.first_line]
-        content = []
-        for name in ('To-Path', 'From-Path'):
-            header = headers.get(name)
-            if header is not None:
-                lines.append('%s: %s' % (name, header.encoded))
+        append = lines.append
+        header = headers.get('To-Path')
+        if header is not None:
+            append('To-Path: %s' % (header.encoded,))
+        header = headers.get('From-Path')
+        if header is not None:
+            append('From-Path: %s' % (header.encoded,))
+        content = None
         for name, header in headers.items():
-            if name == 'To-Path' or name == 'From-Path':
-                continue
             if name.startswith('Content-'):
-                content.append(header)
-            else:
-                lines.append('%s: %s' % (name, header.encoded))
-        content.sort(key=lambda h: h.name == 'Content-Type')  # Content-Type is the last header
-        for header in content:
-            lines.append('%s: %s' % (header.name, header.encoded))
+                if content is None:
+                    content = [header]
+                else:
+                    content.append(header)
+            elif name != 'To-Path' and name != 'From-Path':
+                append('%s: %s' % (name, header.encoded))
+        if content is not None:
+            if len(content) > 1:
+                content.sort(key=_is_content_type)  # Content-Type is the last header
+            for header in content:
+                append('%s: %s' % (header.name, header.encoded))
         text = '\r\n'.join(lines)
         if text.count('\r') >= len(lines) or text.count('\n') >= len(lines):
             self._refuse_line_breaks(lines)
-        return (text + ('\r\n\r\n' if self.data else '\r\n')).encode('utf-8', 'surrogateescape')
+        return text
 
     def _refuse_line_breaks(self, lines):
         # A CR or LF inside the start line or a header would break the framing.
@@ -905,10 +978,19 @@ class MSRPData:
         ``transaction_id``.  A CR or LF in a header value raises
         :class:`HeaderParsingError` (in the comment, :class:`ParsingError`).
         """
-        if self.data:
-            while ('\r\n' + END_LINE_DASHES + self.transaction_id).encode('ascii') in self.data:
+        head, data, footer = self._encode_parts()
+        return b''.join((head, data, footer)) if data else head + footer
+
+    def _encode_parts(self):
+        # encode() as (head, body, end-line), for writers that send the parts without joining them.
+        data = self.data
+        if data:
+            while ('\r\n' + END_LINE_DASHES + self.transaction_id).encode('ascii') in data:
                 self.transaction_id = random_transaction_id()
-        return b''.join((self.encoded_header, self.data, self.encoded_footer))
+            head = (self._header_text() + '\r\n\r\n').encode('utf-8', 'surrogateescape')
+            return head, data, ('\r\n%s%s%s\r\n' % (END_LINE_DASHES, self.transaction_id, self.contflag)).encode('ascii')
+        head = (self._header_text() + '\r\n').encode('utf-8', 'surrogateescape')
+        return head, data, ('%s%s%s\r\n' % (END_LINE_DASHES, self.transaction_id, self.contflag)).encode('ascii')
 
     def copy(self):
         """A new chunk with the same start line, body and flag, and copies of the headers."""

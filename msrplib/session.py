@@ -37,6 +37,7 @@ from msrplib.protocol import (
     ContentDispositionHeader, MSRPHeader)
 from msrplib.transport import (
     make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
+from msrplib.trafficlog import Logger
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
            'contains_mime_type']
@@ -97,6 +98,8 @@ def contains_mime_type(mimetypelist, mimetype):
 
     Comparison ignores case and parameters (``text/plain; charset=utf-8``).
     """
+    if '*' in mimetypelist:
+        return True  # the usual accept_types=['*']
     mimetype = mimetype.split(';', 1)[0].strip().lower()
     major = mimetype.split('/', 1)[0]
     for pattern in mimetypelist:
@@ -277,7 +280,9 @@ class MSRPSession:
             response_cb = self._ignore_response  # so that shutdown() waits for it too
         if response_cb is not None:
             self._expect_response(chunk, response_cb)
-        self.msrp.logger.sent_chunk(chunk, self.msrp)
+        logger = self.msrp.logger
+        if type(logger) is not Logger or logger.log_traffic:  # the stock quiet Logger does nothing with it
+            logger.sent_chunk(chunk, self.msrp)
         return data
 
     def deliver_chunk(self, chunk, event=None):
@@ -625,7 +630,11 @@ class MSRPSession:
         self._call_response_cb(transaction.callback, chunk)
 
     def _handle_request(self, chunk):
-        handler = getattr(self, '_handle_incoming_%s' % chunk.method, None)
+        method = chunk.method
+        if method == 'SEND':
+            handler = self._handle_incoming_SEND  # (a subclass's own, if it has one)
+        else:
+            handler = getattr(self, '_handle_incoming_%s' % method, None)
         if handler is None:
             self.msrp.write_response(chunk, 501, 'Unknown method', wait=False)
             return

@@ -25,7 +25,7 @@ from msrplib import MSRPError
 from msrplib.protocol import (
     MSRPData, MSRPParser, ChunkParseError, InvalidStartLine, HeaderParsingError,
     ToPathHeader, FromPathHeader, MessageIDHeader, ByteRangeHeader, StatusHeader, ByteRange, Status,
-    CHUNK_START, BODY, random_transaction_id, random_message_id, _UNSET)
+    CHUNK_START, BODY, random_transaction_id, random_message_id, _UNSET, _new_header)
 from msrplib.interfaces import IMSRPTransport
 from msrplib.trafficlog import Logger
 
@@ -183,6 +183,36 @@ def make_response(chunk, code, comment):
     if first_to is not None:
         response.add_header(FromPathHeader(first_to))
     return response
+
+
+_GENERAL = object()  # _response_bytes: leave it to make_response()
+
+
+def _response_bytes(chunk, code, comment):
+    # make_response(chunk, code, comment).encode(), made straight from the header texts (the hot path of
+    # every request answered); None when no response is due, _GENERAL for values that want the general path.
+    failure_report = _report_mode(chunk, 'Failure-Report', 'yes')
+    if failure_report == 'no' or (failure_report == 'partial' and code == 200):
+        return None
+    transaction_id = chunk.transaction_id
+    if type(transaction_id) is not str or not transaction_id.isascii() or type(code) is not int:
+        return _GENERAL
+    lines = ['MSRP %s %03d %s' % (transaction_id, code, comment) if comment else
+             'MSRP %s %03d' % (transaction_id, code)]
+    from_header = chunk._header('From-Path')
+    if from_header is not None:
+        if chunk.method == 'SEND':
+            lines.append('To-Path: %s' % (_first_uri_str(chunk, 'From-Path'),))
+        else:
+            lines.append('To-Path: %s' % (from_header.encoded,))
+    first_to = _first_uri_str(chunk, 'To-Path')
+    if first_to is not None:
+        lines.append('From-Path: %s' % (first_to,))
+    lines.append('-------%s$\r\n' % (transaction_id,))
+    text = '\r\n'.join(lines)
+    if text.count('\r') != len(lines) or text.count('\n') != len(lines):
+        return _GENERAL  # a line break in a value: the general path refuses it
+    return text.encode('utf-8', 'surrogateescape')
 
 
 def make_report(chunk, code, comment):
@@ -367,8 +397,9 @@ class MSRPTransport:
             method = None
         chunk = MSRPData(transaction_id or random_transaction_id(), method=method, code=code, comment=comment,
                          data=data)
-        chunk.add_header(ToPathHeader(decoded=self.local_path + self.remote_path + [self.remote_uri]))
-        chunk.add_header(FromPathHeader(decoded=[self.local_uri]))
+        headers = chunk.headers
+        headers['To-Path'] = _new_header(ToPathHeader, self.local_path + self.remote_path + [self.remote_uri])
+        headers['From-Path'] = _new_header(FromPathHeader, [self.local_uri])
         if method == 'SEND':
             if end is None:
                 end = start - 1 + len(data)
@@ -376,10 +407,11 @@ class MSRPTransport:
                 length = start - 1 + len(data)
             if contflag is None:
                 contflag = '+' if (end is not None and length is not None and end < length) else '$'
-            chunk.add_header(MessageIDHeader(message_id or random_message_id()))
-            chunk.add_header(ByteRangeHeader(decoded=ByteRange(start, end, length)))
+            headers['Message-ID'] = (MessageIDHeader(message_id) if message_id else
+                                     _new_header(MessageIDHeader, random_message_id()))
+            headers['Byte-Range'] = _new_header(ByteRangeHeader, ByteRange(start, end, length))
         elif message_id is not None:
-            chunk.add_header(MessageIDHeader(message_id))
+            headers['Message-ID'] = MessageIDHeader(message_id)
         chunk.contflag = contflag or '$'
         return chunk
 
@@ -513,11 +545,30 @@ class MSRPTransport:
     def write_chunk(self, chunk, wait=True):
         """Encode ``chunk``, log it and write it (see :meth:`write`)."""
         data = chunk.encode()
-        self.logger.sent_chunk(chunk, self)
+        self._log_sent(chunk)
         self.write(data, sync=wait)
+
+    def _log_sent(self, chunk):
+        logger = self.logger
+        if type(logger) is not Logger or logger.log_traffic:  # the stock quiet Logger does nothing with it
+            logger.sent_chunk(chunk, self)
+
+    def _log_received(self, chunk):
+        logger = self.logger
+        if type(logger) is not Logger or logger.log_traffic:
+            logger.received_chunk(chunk, self)
 
     def write_response(self, chunk, code, comment, wait=True):
         """Answer request ``chunk`` with ``code`` and ``comment`` (nothing if its Failure-Report says so)."""
+        logger = self.logger
+        if type(logger) is Logger and not logger.log_traffic:
+            # nobody looks at the response as an MSRPData: write its bytes without making one
+            data = _response_bytes(chunk, code, comment)
+            if data is None:
+                return
+            if data is not _GENERAL:
+                self.write(data, sync=wait)
+                return
         response = make_response(chunk, code, comment)
         if response is not None:
             self.write_chunk(response, wait=wait)
@@ -633,7 +684,7 @@ class MSRPTransport:
         chunk.contflag = '+'
         self._adjust_byte_range(chunk)
         self._segment_offset += len(chunk.data)
-        self.logger.received_chunk(chunk, self)
+        self._log_received(chunk)
         return chunk
 
     def _adjust_byte_range(self, chunk):
@@ -660,7 +711,7 @@ class MSRPTransport:
         else:
             chunk.data = self._take_body()
         chunk.contflag = flag
-        self.logger.received_chunk(chunk, self)
+        self._log_received(chunk)
         return chunk
 
     # -- path checks and binding

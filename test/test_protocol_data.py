@@ -1,5 +1,7 @@
 """msrplib.protocol: MSRPData (one chunk) and its encoding."""
 
+import os
+
 import pytest
 
 from msrplib.protocol import (
@@ -330,6 +332,32 @@ def test_random_ids():
     assert len(mids) == 100
     assert all(len(mid) == 20 for mid in mids)
     assert END_LINE_DASHES == '-------'
+
+
+def test_random_ids_unique_across_pool_refills():
+    # ids come from os.urandom in blocks: many blocks' worth, all distinct and well formed
+    tids = [random_transaction_id() for _ in range(5000)]
+    assert len(set(tids)) == len(tids)
+    assert all(len(tid) == 16 and all(c in '0123456789abcdef' for c in tid) for tid in tids)
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs fork')
+def test_random_ids_not_repeated_in_a_forked_child():
+    random_transaction_id()  # the pool holds ids now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next ids to the parent
+        try:
+            os.write(write_end, ' '.join(random_transaction_id() for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        child_ids = set(f.read().split())
+    os.waitpid(pid, 0)
+    parent_ids = {random_transaction_id() for _ in range(50)}
+    assert len(child_ids) == 50
+    assert not child_ids & parent_ids
 
 
 def test_headers_survive_encode_and_parse():

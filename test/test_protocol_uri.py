@@ -260,3 +260,47 @@ def test_uri_parse_non_text_raises_parsing_error(value):
 def test_parsing_error_is_an_msrp_error():
     with pytest.raises(MSRPError):
         URI.parse('nope')
+
+
+# ---------------------------------------------------------------------------
+# The cached text form and comparison key follow every change
+
+def test_uri_str_and_key_follow_attribute_changes():
+    uri = URI(host='a.example', port=1, session_id='s1', use_tls=False)
+    assert str(uri) == 'msrp://a.example:1/s1;tcp'
+    assert uri == URI(host='A.EXAMPLE', port=1, session_id='s1', use_tls=False)
+    for name, value, text in [('port', 2, 'msrp://a.example:2/s1;tcp'),
+                              ('host', 'b.example', 'msrp://b.example:2/s1;tcp'),
+                              ('use_tls', True, 'msrps://b.example:2/s1;tcp'),
+                              ('user', 'bob', 'msrps://bob@b.example:2/s1;tcp'),
+                              ('session_id', 's2', 'msrps://bob@b.example:2/s2;tcp'),
+                              ('transport', 'ws', 'msrps://bob@b.example:2/s2;ws')]:
+        old = URI.parse(str(uri))
+        setattr(uri, name, value)
+        assert str(uri) == text, name
+        assert uri == URI.parse(text) and hash(uri) == hash(URI.parse(text)), name
+        if name != 'user':  # (user is not compared, RFC 4975 §6.1)
+            assert uri != old, name
+
+
+def test_uri_str_follows_parameters_changed_in_place():
+    uri = URI(host='a.example', port=1, session_id='s1', use_tls=False)
+    assert str(uri) == 'msrp://a.example:1/s1;tcp'
+    uri.parameters['p'] = 'v'
+    assert str(uri) == 'msrp://a.example:1/s1;tcp;p=v'
+    uri.parameters['p'] = 'w'
+    assert str(uri) == 'msrp://a.example:1/s1;tcp;p=w'
+    del uri.parameters['p']
+    assert str(uri) == 'msrp://a.example:1/s1;tcp'
+
+
+def test_uri_copy_has_its_own_cache():
+    import copy
+    import pickle
+    uri = URI(host='a.example', port=1, session_id='s1', use_tls=False)
+    str(uri), hash(uri)
+    other = copy.copy(uri)
+    other.port = 5
+    assert str(uri) == 'msrp://a.example:1/s1;tcp' and str(other) == 'msrp://a.example:5/s1;tcp'
+    assert uri != other
+    assert pickle.loads(pickle.dumps(uri)) == uri

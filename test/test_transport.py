@@ -864,3 +864,66 @@ def test_bind_when_peer_closes(plain_pair):
     gevent.spawn(close_after_reading)
     with pytest.raises(ConnectionDone), gevent.Timeout(T):
         ta.bind([tb.local_uri])
+
+
+# ---------------------------------------------------------------------------
+# Responses written as bytes (no MSRPData) are the bytes make_response() gives
+
+RESPONSE_PATHS = ['msrp://a.example:1/x;tcp', 'msrps://b.example:2/y;tcp msrp://c.example:3/z;tcp', 'bogus', '',
+                  '  msrp://d.example:4/w;tcp  ']
+
+
+@pytest.mark.parametrize('method', ['SEND', 'REPORT', 'NICKNAME', 'FILE_OFFSET'])
+def test_response_bytes_equal_make_response_encode(method):
+    from msrplib.transport import _response_bytes, _GENERAL
+    from msrplib.protocol import MSRPParser
+    compared = 0
+    for to in RESPONSE_PATHS + [None]:
+        for frm in RESPONSE_PATHS + [None]:
+            for failure_report in (None, 'yes', 'no', 'partial', 'bogus'):
+                made = MSRPData('tid12345', method=method)
+                if to is not None:
+                    made.add_header(MSRPHeader('To-Path', to))
+                if frm is not None:
+                    made.add_header(MSRPHeader('From-Path', frm))
+                if failure_report is not None:
+                    made.add_header(MSRPHeader('Failure-Report', failure_report))
+                parsed = MSRPParser().feed(made.encode())[0][1]
+                for chunk in (made, parsed):
+                    for code, comment in ((200, 'OK'), (400, 'Bad Request'), (481, None), (413, 'Stop it')):
+                        expected = make_response(chunk, code, comment)
+                        data = _response_bytes(chunk, code, comment)
+                        assert data is not _GENERAL
+                        assert data == (None if expected is None else expected.encode())
+                        compared += 1
+    assert compared == 2 * 6 * 6 * 5 * 4
+
+
+def test_response_bytes_leave_unusual_values_to_make_response():
+    from msrplib.transport import _response_bytes, _GENERAL
+    chunk = MSRPData('tid12345', method='SEND')
+    chunk.add_header(MSRPHeader('From-Path', 'msrp://a.example:1/x;tcp'))
+    assert _response_bytes(chunk, 200, 'line\r\nbreak') is _GENERAL
+    assert _response_bytes(MSRPData('t\u00e9d12345', method='SEND'), 200, 'OK') is _GENERAL
+
+
+def test_replaced_logger_still_sees_responses_as_chunks(plain_pair):
+    ta, tb = plain_pair
+    seen = []
+
+    class Recorder:
+        def sent_chunk(self, chunk, transport):
+            seen.append((chunk.code, chunk.transaction_id))
+
+        def received_chunk(self, chunk, transport):
+            pass
+
+    tb.logger = Recorder()
+    chunk = ta.make_send_request(data=b'x')
+    with gevent.Timeout(T):
+        ta.write_chunk(chunk)
+        incoming = read(tb)
+        tb.write_response(incoming, 200, 'OK')
+        response = read(ta)
+    assert response.code == 200 and response.transaction_id == chunk.transaction_id
+    assert seen == [(200, chunk.transaction_id)]
