@@ -161,6 +161,7 @@ class MSRPSession:
     """
 
     RESPONSE_TIMEOUT = 30
+    READER_YIELD_BYTES = 262144
     MESSAGE_CHUNK_SIZE = 65536
     MESSAGE_WINDOW = 8
     SHUTDOWN_TIMEOUT = 10
@@ -271,8 +272,16 @@ class MSRPSession:
 
     def _outgoing_bytes(self, chunk, response_cb):
         # Encode a chunk about to be written and expect its response; None if it cannot be encoded.
+        parts = self._outgoing_parts(chunk, response_cb)
+        if parts is None:
+            return None
+        head, body, footer = parts
+        return b''.join(parts) if body else head + footer
+
+    def _outgoing_parts(self, chunk, response_cb):
+        # _outgoing_bytes() as (head, body, end-line): the writer sends them without joining them.
         try:
-            data = chunk.encode()  # first: encode() may pick a new transaction id
+            data = chunk._encode_parts()  # first: encoding may pick a new transaction id
         except (MSRPError, ValueError, TypeError) as e:  # e.g. a line break in a header value
             self._refuse_unencodable(chunk, response_cb, e)
             return None
@@ -417,8 +426,16 @@ class MSRPSession:
         if self._failure is None:
             self.writer_job = gevent.spawn(self._writer)
 
+    def _write_buffers(self, buffers):
+        # The transport's write_buffers() (vectored, bodies not copied); a join for a transport without it.
+        write_buffers = getattr(self.msrp, 'write_buffers', None)
+        if write_buffers is not None:
+            write_buffers(buffers)
+        else:
+            self.msrp.write(b''.join(buffers))
+
     def _writer(self):
-        transport = self.msrp
+        write_buffers = self._write_buffers
         outgoing = self.outgoing
         messages = self._sending_messages  # OutgoingMessages, sent one chunk per turn, round robin
         while True:
@@ -448,19 +465,16 @@ class MSRPSession:
             if not chunks:
                 continue
             try:
-                data = [self._outgoing_bytes(chunk, response_cb) for chunk, response_cb in chunks]
-                if None in data:
-                    data = [item for item in data if item is not None]
-                    if not data:
-                        continue
+                buffers = []
+                for chunk, response_cb in chunks:
+                    parts = self._outgoing_parts(chunk, response_cb)
+                    if parts is not None:
+                        head, body, footer = parts
+                        buffers += parts if body else (head, footer)
+                if not buffers:
+                    continue
                 self._last_activity = time.monotonic()
-                if len(data) == 1:
-                    transport.write(data[0])
-                elif sum(map(len, data)) > 262144:
-                    for item in data:  # large chunks: one write each rather than copying them all into one
-                        transport.write(item)
-                else:
-                    transport.write(b''.join(data))
+                write_buffers(buffers)  # bodies are not copied: one vectored write (joined for TLS)
             except ConnectionClosed:
                 return  # the reader sees the closure and ends the session
             finally:
@@ -498,11 +512,11 @@ class MSRPSession:
             return True
         callback = message.response_callback(chunk) if chunk.contflag != '#' else None
         try:
-            data = self._outgoing_bytes(chunk, callback)
-            if data is None:
+            parts = self._outgoing_parts(chunk, callback)
+            if parts is None:
                 return True  # cannot be encoded: the message's callback got a local 400
             self._last_activity = time.monotonic()
-            self.msrp.write(data)
+            self._write_buffers(parts if parts[1] else (parts[0], parts[2]))
         except ConnectionClosed:
             return False
         gevent.sleep(0)  # let other greenlets queue chat lines and reports before the next chunk
@@ -599,6 +613,7 @@ class MSRPSession:
             if self.KEEPALIVE_INTERVAL and self._failure is None:  # read here: may be set on the instance
                 self._arm_keepalive(self.KEEPALIVE_INTERVAL)
             read_chunk = self.msrp.read_chunk
+            unyielded = 0  # body bytes handled since the reader last let other greenlets run
             while True:
                 chunk = read_chunk()
                 if chunk is None:
@@ -608,6 +623,13 @@ class MSRPSession:
                     self._handle_response(chunk)
                 else:
                     self._handle_request(chunk)
+                    unyielded += len(chunk.data)
+                    if unyielded >= self.READER_YIELD_BYTES:
+                        # While the peer keeps the socket full, reads never block: let the application
+                        # (and other sessions) run, so that what this reader hands out is taken in step
+                        # instead of piling up in memory.
+                        unyielded = 0
+                        gevent.sleep(0)
         except gevent.GreenletExit:
             reason = ConnectionDone()
         except BaseException as e:

@@ -110,6 +110,7 @@ Address.__doc__ = 'An endpoint address like Twisted\'s IPv4Address: type ("TCP")
 
 
 _HELD = object()  # MSRPTransport._flusher while a hub callback is to send the held writes
+_IOV_MAX = 512    # buffers given to one sendmsg() call (POSIX guarantees at least 16; Linux takes 1024)
 
 
 # ---------------------------------------------------------------------------
@@ -311,6 +312,7 @@ class MSRPTransport:
         self._flusher = None
         self._host = self._peer = None
         self._can_send_now = False
+        self._can_sendmsg = False
         self._accepted_paths = None            # ((To-Path text, From-Path text), _path_key()) last accepted
         if sock is not None:
             self.attach(sock)
@@ -322,6 +324,7 @@ class MSRPTransport:
         self._sock = sock
         # gevent's SSL sockets cannot be asked not to wait; plain ones can (send with timeout 0)
         self._can_send_now = not isinstance(sock, gevent.ssl.SSLSocket) and hasattr(sock, 'send')
+        self._can_sendmsg = self._can_send_now and hasattr(sock, 'sendmsg')
         self._host = self._address(sock.getsockname)
         self._peer = self._address(sock.getpeername)
 
@@ -483,6 +486,42 @@ class MSRPTransport:
                     self._flush_pending()
             elif self._flusher is None:
                 self._flusher = gevent.spawn(self._flush_in_background)
+
+    def write_buffers(self, buffers):
+        """Write the bytes of ``buffers`` (a list of bytes-like objects) in order, blocking this greenlet.
+
+        The same as ``write(b''.join(buffers))``, without the join: on a plain
+        socket the buffers go to the kernel with vectored sends (``sendmsg``),
+        so large bodies are never copied in Python.  Raises what :meth:`write`
+        raises.
+        """
+        self._check_writable()
+        if not self._can_sendmsg:
+            self.write(buffers[0] if len(buffers) == 1 else b''.join(buffers))
+            return
+        with self._write_lock:
+            self._flush_pending()
+            self._sendmsg_all(list(buffers))
+
+    def _sendmsg_all(self, buffers):
+        sendmsg = self._sock.sendmsg
+        first = 0  # buffers[first:] are still to send
+        while first < len(buffers):
+            if self._closed is not None:
+                raise self._closed
+            try:
+                sent = sendmsg(buffers[first:first + _IOV_MAX])
+            except OSError as e:
+                self._lose(ConnectionLost('Write failed: %s' % (e,)))
+                raise self._closed
+            while first < len(buffers):  # drop what went out (and empty buffers, which never do)
+                size = len(buffers[first])
+                if sent < size:
+                    if sent:
+                        buffers[first] = memoryview(buffers[first])[sent:]
+                    break
+                sent -= size
+                first += 1
 
     def _send_without_waiting(self, data):
         # Hand what the kernel takes at once to a plain socket; return the rest (saves a greenlet per write).

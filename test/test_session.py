@@ -948,3 +948,60 @@ def test_green_session_takes_on_incoming_cb_keyword_and_queues_anyway(pair):
     with gevent.Timeout(TIMEOUT):
         a.deliver_message(b'x', 'text/plain')
         assert b.receive_chunk().data == b'x'
+
+
+# ---------------------------------------------------------------------------
+# A reader whose socket never runs dry still lets the application run
+
+def test_reader_lets_the_consumer_keep_up_with_a_flood():
+    import os
+    import socket
+    import threading
+    pair = make_pair(False)
+    session = GreenMSRPSession(pair.passive)
+    count, size = 256, 65536
+    body = os.urandom(size)
+    head = 'To-Path: %s\r\nFrom-Path: %s\r\nMessage-ID: flood\r\nFailure-Report: no\r\n' % (
+        pair.active.remote_uri, pair.active.local_uri)
+    stream = b''.join(
+        ('MSRP f%07d SEND\r\n%sByte-Range: %d-%d/%d\r\nContent-Type: application/octet-stream\r\n\r\n' % (
+            i, head, i * size + 1, (i + 1) * size, count * size)).encode() + body +
+        ('\r\n-------f%07d%s\r\n' % (i, '$' if i == count - 1 else '+')).encode()
+        for i in range(count))
+    # a thread writes the whole stream at once, so the session's socket is never empty for long
+    writer_socket = socket.socket(fileno=os.dup(pair.active._sock.fileno()))
+    writer_socket.setblocking(True)
+    writer = threading.Thread(target=writer_socket.sendall, args=(stream,), daemon=True)
+    ticks = [0]
+    done = Event()
+
+    def ticker():
+        while not done.is_set():
+            ticks[0] += 1
+            gevent.sleep(0)
+    ticking = gevent.spawn(ticker)
+    try:
+        writer.start()
+        longest, received, ticks_during = 0, 0, None
+        with gevent.Timeout(20):
+            while received < count * size:
+                chunk = session.receive_chunk()
+                assert chunk.byte_range.start == received + 1
+                received += len(chunk.data)
+                longest = max(longest, session.incoming.qsize())
+                if received == (count // 2) * size:
+                    ticks_during = ticks[0]
+        done.set()
+        assert received == count * size
+        # every READER_YIELD_BYTES the reader yields: the queue never holds more than a few reads' worth,
+        # and other greenlets run during the flood (without the yield: hundreds queued, no tick)
+        assert longest <= 4 * MSRPSession.READER_YIELD_BYTES // size, longest
+        assert ticks_during >= count // 8, ticks_during
+    finally:
+        done.set()
+        writer.join(5)
+        writer_socket.close()
+        ticking.kill()
+        session.reader_job.kill(block=False)
+        pair.active.loseConnection()
+        pair.passive.loseConnection()

@@ -927,3 +927,93 @@ def test_replaced_logger_still_sees_responses_as_chunks(plain_pair):
         response = read(ta)
     assert response.code == 200 and response.transaction_id == chunk.transaction_id
     assert seen == [(200, chunk.transaction_id)]
+
+
+# ---------------------------------------------------------------------------
+# write_buffers: vectored writes, bodies not joined
+
+def _read_exactly(transport_sock, size):
+    received = bytearray()
+    with gevent.Timeout(T):
+        while len(received) < size:
+            data = transport_sock.recv(1 << 20)
+            assert data, 'connection closed after %d bytes' % len(received)
+            received += data
+    return bytes(received)
+
+
+def small_buffer_pair(host, server_ctx):
+    """Like transport_pair(), over a connection with 16 KiB socket buffers (set before connecting)."""
+    family = stdlib_socket.AF_INET6 if ':' in host else stdlib_socket.AF_INET
+    listener = gevent.socket.socket(family, stdlib_socket.SOCK_STREAM)
+    client = gevent.socket.socket(family, stdlib_socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 16384)
+        client.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 16384)
+        listener.bind((host, 0))
+        listener.listen(1)
+        with gevent.Timeout(T):
+            client.connect(listener.getsockname()[:2])
+            server, _ = listener.accept()
+            if server_ctx is not None:
+                wrapping = gevent.spawn(tls.wrap_socket, server, server_ctx, server_side=True)
+                client = tls.wrap_socket(client, tls.client_context())
+                server = wrapping.get()
+    finally:
+        listener.close()
+    ua = URI(host=host, port=client.getsockname()[1], use_tls=server_ctx is not None)
+    ub = URI(host=host, port=server.getsockname()[1], use_tls=server_ctx is not None)
+    ta, tb = MSRPTransport(ua, sock=client), MSRPTransport(ub, sock=server)
+    ta.set_full_remote_path([ub])
+    tb.set_full_remote_path([ua])
+    return ta, tb
+
+
+@pytest.mark.parametrize('host,use_tls', PAIRS, ids=PAIR_IDS)
+def test_write_buffers_sends_the_concatenation(host, use_tls, server_context):
+    ta, tb = small_buffer_pair(host, server_context if use_tls else None)
+    try:
+        assert ta._can_sendmsg is (not use_tls)  # TLS joins them: the record layer copies anyway
+        buffers = [b'head', b'', bytearray(b'mutable'), memoryview(b'xxview-of-bytesxx')[2:-2], b''] + \
+            [bytes([i % 251]) * (i % 7) for i in range(1500)] + [os_random(3 * 1024 * 1024), b'tail']
+        expected = b''.join(bytes(buffer) for buffer in buffers)
+        # the peer reads only after the writer has filled its receive window: sendmsg takes a part of the
+        # buffers at a time, often ending inside one
+        writer = gevent.spawn(ta.write_buffers, buffers)
+        gevent.sleep(0.05)
+        assert _read_exactly(tb._sock, len(expected)) == expected
+        with gevent.Timeout(T):
+            writer.get()
+    finally:
+        ta.loseConnection()
+        tb.loseConnection()
+
+
+def test_write_buffers_keeps_order_with_pending_writes(plain_pair):
+    ta, tb = plain_pair
+    ta.write(b'first-', sync=False)
+    ta.write_buffers([b'second-', b'third'])
+    assert _read_exactly(tb._sock, 17) == b'first-second-third'
+
+
+def test_write_buffers_after_close_raises_the_closure(plain_pair):
+    ta, tb = plain_pair
+    ta.loseConnection()
+    with pytest.raises(ConnectionDone):
+        ta.write_buffers([b'x'])
+
+
+def test_write_buffers_to_a_vanished_peer_is_connection_lost(plain_pair):
+    ta, tb = plain_pair
+    tb._sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack('ii', 1, 0))
+    tb.loseConnection()  # an RST for ta's writes
+    with pytest.raises(ConnectionLost), gevent.Timeout(T):
+        for _ in range(200):
+            ta.write_buffers([b'x' * 65536, b'y' * 65536])
+            gevent.sleep(0.001)
+    assert not ta.connected
+
+
+def os_random(size):
+    import os
+    return os.urandom(size)
