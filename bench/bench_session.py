@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Session benchmarks W1 (chat) and W2 (pipelined), sender and receiver in separate processes.
 
-    python bench/bench_session.py [--quick] [--tls] [--workload W1|W2]
+    python bench/bench_session.py [--quick] [--tls] [--workload W1|W2] [--cpus same|split]
 
 W1: 5,000 x 100-byte text/plain messages sent one after another with
     deliver_chunk (each waits for its 200): messages/s and mean round trip.
@@ -9,7 +9,11 @@ W2: 20,000 x 100-byte messages with send_chunk and Failure-Report: no,
     counted by the receiver: messages/s from the sender's first send to the
     receiver's last chunk.
 A reference is measured in the same run: a raw blocking-socket ping-pong of
-100-byte messages between the same two processes (round trips/s).
+100-byte messages between the same two processes (round trips/s).  The CPU
+time (user, system) each side spent per message is printed too.  --cpus pins
+both processes (MSRP and raw alike) to one CPU (same) or each to its own
+(split); by default the OS places them, which on a 2-CPU VM is usually one
+CPU for a ping-pong.
 """
 
 import argparse
@@ -48,7 +52,15 @@ def _profiled(role, function):
         profile.dump_stats('/tmp/bench_session_%s.prof' % role)
 
 
-def _receiver(conn, workload, count, use_tls):
+def _place(placement, role):
+    # Pin this process: 'same' puts both sides on the first CPU, 'split' each on a CPU of its own.
+    if placement and hasattr(os, 'sched_setaffinity'):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0] if placement == 'same' or role == 'receiver' else cpus[-1]})
+
+
+def _receiver(conn, workload, count, use_tls, placement=None):
+    _place(placement, 'receiver')
     import gevent
     from msrplib.connect import AcceptorDirect
     from msrplib.protocol import URI
@@ -70,7 +82,8 @@ def _receiver(conn, workload, count, use_tls):
     gevent.sleep(0)
 
 
-def _sender(conn, workload, count, use_tls):
+def _sender(conn, workload, count, use_tls, placement=None):
+    _place(placement, 'sender')
     from msrplib.connect import ConnectorDirect
     from msrplib.protocol import URI, FailureReportHeader
     from msrplib.session import GreenMSRPSession
@@ -100,17 +113,19 @@ def _sender(conn, workload, count, use_tls):
     conn.recv()
 
 
-def run_pair(workload, count, use_tls=False, cpu=None):
+def run_pair(workload, count, use_tls=False, cpu=None, placement=None):
     """Run one session workload in two processes; returns (messages/s, mean seconds per message).
 
     ``cpu``, a dict if given, receives the CPU seconds per message of each side as
-    ``cpu['sender']`` and ``cpu['receiver']``: (user, system) pairs.
+    ``cpu['sender']`` and ``cpu['receiver']``: (user, system) pairs.  ``placement``:
+    None lets the OS place the two processes, ``'same'`` pins both to one CPU,
+    ``'split'`` each to a CPU of its own.
     """
     context = multiprocessing.get_context('spawn')
     sender_end, sender_conn = context.Pipe()
     receiver_end, receiver_conn = context.Pipe()
-    receiver = context.Process(target=_receiver, args=(receiver_conn, workload, count, use_tls))
-    sender = context.Process(target=_sender, args=(sender_conn, workload, count, use_tls))
+    receiver = context.Process(target=_receiver, args=(receiver_conn, workload, count, use_tls, placement))
+    sender = context.Process(target=_sender, args=(sender_conn, workload, count, use_tls, placement))
     receiver.start()
     sender.start()
     try:
@@ -133,7 +148,8 @@ def run_pair(workload, count, use_tls=False, cpu=None):
     return count / elapsed, elapsed / count
 
 
-def _echo_server(listener, count):
+def _echo_server(listener, count, placement=None):
+    _place(placement, 'receiver')
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for _ in range(count):
@@ -144,14 +160,19 @@ def _echo_server(listener, count):
     conn.close()
 
 
-def raw_ping_pong(count):
-    """Round trips/s of 100-byte messages over a raw blocking socket between two processes."""
+def raw_ping_pong(count, placement=None):
+    """Round trips/s of 100-byte messages over a raw blocking socket between two processes.
+
+    ``placement`` as for :func:`run_pair`.
+    """
     listener = socket.socket()
     listener.bind(('127.0.0.1', 0))
     listener.listen(1)
     context = multiprocessing.get_context('fork')
-    server = context.Process(target=_echo_server, args=(listener, count))
+    server = context.Process(target=_echo_server, args=(listener, count, placement))
     server.start()
+    affinity = os.sched_getaffinity(0) if placement and hasattr(os, 'sched_getaffinity') else None
+    _place(placement, 'sender')
     client = socket.create_connection(listener.getsockname())
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     started = time.monotonic()
@@ -161,6 +182,8 @@ def raw_ping_pong(count):
         while len(data) < len(MESSAGE):
             data += client.recv(4096)
     elapsed = time.monotonic() - started
+    if affinity is not None:
+        os.sched_setaffinity(0, affinity)
     client.close()
     server.join(10)
     listener.close()
@@ -172,20 +195,28 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='a tenth of the messages')
     parser.add_argument('--tls', action='store_true', help='use msrps')
     parser.add_argument('--workload', choices=['W1', 'W2'], action='append')
+    parser.add_argument('--cpus', choices=['same', 'split'],
+                        help='pin both processes to one CPU, or each to its own (default: the OS places them)')
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     workloads = args.workload or ['W1', 'W2']
     print('%-4s %-34s %12s %s' % ('', 'workload', 'figure', 'unit'))
     if 'W1' in workloads:
         count = 5000 // scale
-        rate, mean = run_pair('W1', count, args.tls)
-        reference = raw_ping_pong(count)
+        cpu = {}
+        rate, mean = run_pair('W1', count, args.tls, cpu, args.cpus)
+        reference = raw_ping_pong(count, args.cpus)
         print('W1   chat, deliver_chunk one by one    %12.0f msg/s  (mean round trip %.1f us; raw ping-pong '
               '%.0f/s, ratio %.2f)' % (rate, mean * 1e6, reference, rate / reference))
+        print('     CPU per message: sender %.1f us user + %.1f us system, receiver %.1f + %.1f'
+              % tuple(1e6 * value for value in cpu['sender'] + cpu['receiver']))
     if 'W2' in workloads:
         count = 20000 // scale
-        rate, _ = run_pair('W2', count, args.tls)
+        cpu = {}
+        rate, _ = run_pair('W2', count, args.tls, cpu, args.cpus)
         print('W2   pipelined, send_chunk, FR no      %12.0f msg/s' % rate)
+        print('     CPU per message: sender %.1f us user + %.1f us system, receiver %.1f + %.1f'
+              % tuple(1e6 * value for value in cpu['sender'] + cpu['receiver']))
 
 
 if __name__ == '__main__':
