@@ -62,6 +62,9 @@ class IMSRPTransport(Interface):
     def write(bytes, sync=True):
         """Write bytes to the connection."""
 
+    def write_buffers(buffers):
+        """Write the bytes of a list of buffers in order, without joining them first."""
+
     def write_chunk(chunk, wait=True):
         """Write a chunk."""
 
