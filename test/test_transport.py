@@ -35,9 +35,9 @@ def server_context():
     return tls.TLSCredentials.ephemeral().server_context()
 
 
-def transport_pair(host='127.0.0.1', server_ctx=None, **kwargs):
+def transport_pair(host='127.0.0.1', server_ctx=None, buffer_size=None, **kwargs):
     """Two transports over one loopback connection, each with the other's URI as remote path."""
-    a, b = socket_pair(host, server_ctx)
+    a, b = socket_pair(host, server_ctx, buffer_size)
     use_tls = server_ctx is not None
     ua = URI(host=host, port=a.getsockname()[1], use_tls=use_tls)
     ub = URI(host=host, port=b.getsockname()[1], use_tls=use_tls)
@@ -942,36 +942,9 @@ def _read_exactly(transport_sock, size):
     return bytes(received)
 
 
-def small_buffer_pair(host, server_ctx):
-    """Like transport_pair(), over a connection with 16 KiB socket buffers (set before connecting)."""
-    family = stdlib_socket.AF_INET6 if ':' in host else stdlib_socket.AF_INET
-    listener = gevent.socket.socket(family, stdlib_socket.SOCK_STREAM)
-    client = gevent.socket.socket(family, stdlib_socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 16384)
-        client.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 16384)
-        listener.bind((host, 0))
-        listener.listen(1)
-        with gevent.Timeout(T):
-            client.connect(listener.getsockname()[:2])
-            server, _ = listener.accept()
-            if server_ctx is not None:
-                wrapping = gevent.spawn(tls.wrap_socket, server, server_ctx, server_side=True)
-                client = tls.wrap_socket(client, tls.client_context())
-                server = wrapping.get()
-    finally:
-        listener.close()
-    ua = URI(host=host, port=client.getsockname()[1], use_tls=server_ctx is not None)
-    ub = URI(host=host, port=server.getsockname()[1], use_tls=server_ctx is not None)
-    ta, tb = MSRPTransport(ua, sock=client), MSRPTransport(ub, sock=server)
-    ta.set_full_remote_path([ub])
-    tb.set_full_remote_path([ua])
-    return ta, tb
-
-
 @pytest.mark.parametrize('host,use_tls', PAIRS, ids=PAIR_IDS)
 def test_write_buffers_sends_the_concatenation(host, use_tls, server_context):
-    ta, tb = small_buffer_pair(host, server_context if use_tls else None)
+    ta, tb = transport_pair(host, server_context if use_tls else None, buffer_size=16384)
     try:
         assert ta._can_sendmsg is (not use_tls)  # TLS joins them: the record layer copies anyway
         buffers = [b'head', b'', bytearray(b'mutable'), memoryview(b'xxview-of-bytesxx')[2:-2], b''] + \
