@@ -753,6 +753,10 @@ class MSRPData:
     """
 
     segment = None  # set on the "virtual" chunks of MSRPTransport.read_chunk(size)
+    # Defaults for the attributes __init__ always sets, so that the parser sets only those that differ.
+    method = code = comment = _headers = None
+    data = b''
+    contflag = '$'
     # A parsed chunk keeps its header values as text (_raw: name -> text as after the colon, unstripped,
     # or -> header object for the unusual ones and for those already read) and makes header objects only
     # for what is read: the typed properties below make one (and put it in _raw), ``headers`` makes them
@@ -803,6 +807,26 @@ class MSRPData:
         header._decoded = _UNSET
         return header
 
+    def _value(self, name, cls):
+        # ``self._header(name).decoded`` for a known header (``cls`` its class), or None when absent, in
+        # one call: what the typed properties return.
+        headers = self._headers
+        if headers is None:
+            raw = self._raw
+            value = raw.get(name)
+            if type(value) is str:
+                header = raw[name] = _object_new(cls)
+                header._encoded = value = value.strip(' \t')
+                header._decoded = _UNSET
+                try:
+                    header._decoded = value = cls.type.decode(value)
+                except ValueError as e:
+                    raise HeaderParsingError(name, str(e))
+                return value
+        else:
+            value = headers.get(name)
+        return None if value is None else value.decoded
+
     def add_header(self, header):
         """Add or replace a header (an :class:`MSRPHeader`)."""
         self.headers[header.name] = header
@@ -820,50 +844,44 @@ class MSRPData:
     @property
     def from_path(self):
         """From-Path as a list of URI (None if absent)."""
-        header = self._header('From-Path')
-        return None if header is None else header.decoded
+        return self._value('From-Path', FromPathHeader)
 
     @property
     def to_path(self):
         """To-Path as a list of URI (None if absent)."""
-        header = self._header('To-Path')
-        return None if header is None else header.decoded
+        return self._value('To-Path', ToPathHeader)
 
     @property
     def content_type(self):
         """Content-Type (str) or None."""
-        header = self._header('Content-Type')
-        return None if header is None else header.decoded
+        return self._value('Content-Type', ContentTypeHeader)
 
     @property
     def message_id(self):
         """Message-ID (str) or None."""
-        header = self._header('Message-ID')
-        return None if header is None else header.decoded
+        return self._value('Message-ID', MessageIDHeader)
 
     @property
     def byte_range(self):
         """Byte-Range as a :class:`ByteRange`, or None."""
-        header = self._header('Byte-Range')
-        return None if header is None else header.decoded
+        return self._value('Byte-Range', ByteRangeHeader)
 
     @property
     def status(self):
         """Status as a :class:`Status`, or None."""
-        header = self._header('Status')
-        return None if header is None else header.decoded
+        return self._value('Status', StatusHeader)
 
     @property
     def failure_report(self):
         """Failure-Report; ``'yes'`` when absent."""
-        header = self._header('Failure-Report')
-        return 'yes' if header is None else header.decoded
+        value = self._value('Failure-Report', FailureReportHeader)
+        return 'yes' if value is None else value
 
     @property
     def success_report(self):
         """Success-Report; ``'no'`` when absent."""
-        header = self._header('Success-Report')
-        return 'no' if header is None else header.decoded
+        value = self._value('Success-Report', SuccessReportHeader)
+        return 'no' if value is None else value
 
     @property
     def size(self):
@@ -1173,6 +1191,7 @@ class MSRPParser:
         append = events.append
         max_line = self.max_line_length
         max_block = self.max_header_block
+        max_headers = self.max_headers
         known = _HEADER_CLASSES_EXACT
         new = object.__new__
         while position < length:
@@ -1181,14 +1200,17 @@ class MSRPParser:
                 if position < 0:
                     return -position - 1
                 continue
-            line_end = find(b'\r\n', position, position + max_line + 2)
-            if line_end < 0:
-                self._wait_start_line(buffer, position)
-                return position
-            match = _START_LINE_RE.match(buffer, position, line_end + 2)
+            # The start line ends at its first CRLF (no part of it can hold a CR or LF), so a match up to
+            # the line length limit finds the same line as searching for the CRLF first.
+            match = _START_LINE_RE.match(buffer, position, position + max_line + 2)
             if match is None:
+                line_end = find(b'\r\n', position, position + max_line + 2)
+                if line_end < 0:
+                    self._wait_start_line(buffer, position)  # incomplete, or too long
+                    return position
                 raise InvalidStartLine('not an MSRP start line: %r' %
                                        bytes(buffer[position:min(line_end, position + 80)]))
+            line_end = match.end() - 2
             tid, method, code, comment = match.groups()
             marker = b'\r\n-------' + tid
             limit = position + max_block
@@ -1196,10 +1218,19 @@ class MSRPParser:
             # (a response) has no blank line, and searching up to ``limit`` for one would scan the
             # chunks after it, again for each of them.  The outcome is what the full searches give.
             window = line_end + 4096
+            body_end = None  # the end-line after the blank line, when already searched for
             if window < limit:
                 blank = find(b'\r\n\r\n', line_end, window)
                 if blank >= 0:
-                    end_line = find(marker, line_end, blank + 2)
+                    # one search for both: an end-line that ends by blank + 2 (no body), else the first
+                    # one after the blank line (the body's end), unless it overlaps the blank line
+                    end_line = find(marker, line_end)
+                    if end_line < 0:
+                        body_end = -1
+                    elif end_line > blank + 2 - len(marker):
+                        if end_line >= blank + 4:
+                            body_end = end_line
+                        end_line = -1
                 else:
                     end_line = find(marker, line_end, window)
                     if end_line < 0:
@@ -1215,29 +1246,29 @@ class MSRPParser:
                 header_end = blank
             else:
                 header_end = end_line
+            # (method, code, comment, _headers, data and contflag keep their class defaults unless set)
             chunk = new(MSRPData)
             chunk.transaction_id = tid.decode('ascii')
             if method is not None:
                 chunk.method = method.decode('ascii')
-                chunk.code = chunk.comment = None
             else:
-                chunk.method = None
                 chunk.code = int(code)
-                chunk.comment = comment.decode('utf-8', 'surrogateescape') if comment else None
-            chunk._headers = None
+                if comment:
+                    chunk.comment = comment.decode('utf-8', 'surrogateescape')
             chunk._raw = headers = {}
-            chunk.data = b''
-            chunk.contflag = '$'
             if header_end > line_end + 2:
                 # the header lines: checked as a block, then one object per line
                 block = buffer[line_end + 2:header_end].decode('utf-8', 'surrogateescape')
                 lines = block.split('\r\n')
                 count = len(lines)
-                if block.count('\r') >= count or block.count('\n') >= count:
+                # a CR or LF left once the CRLFs are taken out is in some line (joining the lines is
+                # cheaper than counting the CRs and LFs of the block)
+                rest = ''.join(lines)
+                if '\r' in rest or '\n' in rest:
                     bad = next(line for line in lines if '\r' in line or '\n' in line)
                     raise InvalidHeaderLine('invalid header line %r in %s' % (bad[:80], chunk.first_line))
-                if count > self.max_headers:
-                    raise LimitExceeded('max_headers', self.max_headers, 'number of headers')
+                if count > max_headers:
+                    raise LimitExceeded('max_headers', max_headers, 'number of headers')
                 if header_end - line_end - 2 > max_line and \
                         max(map(len, buffer[line_end + 2:header_end].split(b'\r\n'))) > max_line:
                     raise LimitExceeded('max_line_length', max_line, 'header line')  # counted in bytes
@@ -1266,7 +1297,7 @@ class MSRPParser:
             append((CHUNK_START, chunk))
             position = blank + 4
             # fast path: the whole body and a valid end-line are in the buffer
-            end_line = find(marker, position)
+            end_line = find(marker, position) if body_end is None else body_end
             if end_line >= 0:
                 flag_at = end_line + len(marker)
                 if startswith(_END_LINE_TAILS, flag_at):

@@ -396,3 +396,41 @@ def test_header_value_gives_the_decoded_value_or_the_default():
     assert chunk.header_value('Byte-Range', 'bad') == 'bad'
     assert chunk.header_value('Expires', 30) == 30              # absent
     assert chunk.header_value('X-Extra') == 'yes'               # a header of no known type
+
+
+PROPERTIES = [('from_path', 'From-Path'), ('to_path', 'To-Path'), ('content_type', 'Content-Type'),
+              ('message_id', 'Message-ID'), ('byte_range', 'Byte-Range'), ('status', 'Status'),
+              ('failure_report', 'Failure-Report'), ('success_report', 'Success-Report')]
+
+
+@pytest.mark.parametrize('lines', [
+    [b'To-Path: ' + TO.encode(), b'From-Path:\t' + FROM.encode() + b' ', b'Message-ID: m1',
+     b'Byte-Range: 1-5/5', b'Status: 000 200 OK', b'Failure-Report: partial', b'Success-Report: yes',
+     b'Content-Type: text/plain'],
+    [b'byte-range: 2-3/9', b'message-id:  odd  ', b'STATUS: 000 404', b'X-Other: 1'],   # unusual names
+    [b'Byte-Range: 1-2/9', b'Byte-Range: 3-4/9', b'Message-ID: a', b'Message-ID: b'],    # last one wins
+    [b'Byte-Range: 5-1/3', b'Status: nonsense', b'Failure-Report: maybe', b'To-Path: \xff'],  # bad values
+    [],
+])
+def test_regression_typed_properties_agree_with_the_header_objects(lines):
+    # MSRPData._value (the typed properties' shortcut) against reading the header objects
+    data = b'MSRP abcd1234 SEND\r\n' + b''.join(line + b'\r\n' for line in lines) + b'-------abcd1234$\r\n'
+    defaults = {'failure_report': 'yes', 'success_report': 'no'}
+    for prop, name in PROPERTIES:
+        [chunk] = parse_all(data)
+        [reference] = parse_all(data)
+        header = reference.headers.get(name)
+        try:
+            expected = defaults.get(prop) if header is None else header.decoded
+        except HeaderParsingError as e:
+            with pytest.raises(HeaderParsingError) as info:
+                getattr(chunk, prop)
+            assert (info.value.header, str(info.value)) == (e.header, str(e))
+        else:
+            assert getattr(chunk, prop) == expected
+            if header is not None:
+                # the header object made is kept: read again, and in ``headers``, it is the same one
+                assert chunk.headers[name].decoded is getattr(chunk, prop)
+        assert list(chunk.headers) == list(reference.headers)
+        assert [(type(h), h.encoded) for h in chunk.headers.values()] == \
+            [(type(h), h.encoded) for h in reference.headers.values()]

@@ -5,7 +5,7 @@ import pytest
 from msrplib.protocol import (
     MSRPParser, MSRPData, MSRPHeader, ParserEvent, CHUNK_START, BODY, CHUNK_END, URI, ByteRange, Status,
     ToPathHeader, ByteRangeHeader, StatusHeader, WWWAuthenticateHeader, AuthorizationHeader, UsePathHeader,
-    ExpiresHeader)
+    ExpiresHeader, InvalidStartLine, LimitExceeded)
 
 
 def summary(events):
@@ -543,3 +543,55 @@ def test_parser_reusable_after_many_chunks_of_different_kinds():
     for i in range(0, len(stream), 97):
         events.extend(parser.feed(stream[i:i + 97]))
     assert summary(events) == summary(MSRPParser().feed(stream))
+
+
+# -- regressions for the parser's shortcuts (one search for the end-line, the start line matched first)
+
+def test_regression_end_line_right_after_the_blank_line_is_body():
+    # the one end-line search must not take an end-line overlapping the blank line for the body's end:
+    # without the CRLF of content-stuff it is body, as it always was
+    data = (b'MSRP abcd1234 SEND\r\nTo-Path: msrp://b:1/s;tcp\r\n\r\n-------abcd1234$\r\nmore\r\n'
+            b'-------abcd1234+\r\n')
+    assert summary(check_any_split(data)) == [
+        ('start', 'MSRP abcd1234 SEND', (('To-Path', 'msrp://b:1/s;tcp'),)),
+        ('body', b'-------abcd1234$\r\nmore'), ('end', '+')]
+
+
+def test_regression_chunk_without_body_then_one_with_a_body_in_one_feed():
+    # the blank line found first belongs to the second chunk; the end-line before it ends the first
+    first = b'MSRP abcd1234 200 OK\r\nTo-Path: msrp://b:1/s;tcp\r\n-------abcd1234$\r\n'
+    second = b'MSRP efgh5678 SEND\r\nMessage-ID: m\r\n\r\nbody\r\n-------efgh5678#\r\n'
+    assert summary(check_any_split(first + second)) == [
+        ('start', 'MSRP abcd1234 200 OK', (('To-Path', 'msrp://b:1/s;tcp'),)), ('end', '$'),
+        ('start', 'MSRP efgh5678 SEND', (('Message-ID', 'm'),)), ('body', b'body'), ('end', '#')]
+
+
+@pytest.mark.parametrize('extra, refused', [(0, False), (1, True)])
+def test_regression_start_line_of_exactly_max_line_length_bytes(extra, refused):
+    line = b'MSRP abcd1234 200 ' + b'x' * 20
+    parser = MSRPParser(max_line_length=len(line) - extra)
+    data = line + b'\r\n-------abcd1234$\r\n'
+    if refused:
+        with pytest.raises(LimitExceeded) as info:
+            parser.feed(data)
+        assert info.value.limit == 'max_line_length'
+    else:
+        assert [kind for kind, _ in parser.feed(data)] == [CHUNK_START, CHUNK_END]
+
+
+def test_regression_complete_line_that_is_not_a_start_line():
+    with pytest.raises(InvalidStartLine) as info:
+        MSRPParser().feed(b'MSRP abcd1234 20 OK\r\n-------abcd1234$\r\n')
+    assert str(info.value) == "not an MSRP start line: b'MSRP abcd1234 20 OK'"
+
+
+def test_regression_parsed_chunk_attributes_as_constructed():
+    # a parsed chunk gets only the attributes that differ from MSRPData's class defaults set
+    data = (b'MSRP abcd1234 SEND\r\n-------abcd1234$\r\nMSRP abcd1234 200 OK\r\n-------abcd1234+\r\n'
+            b'MSRP abcd1234 481\r\n-------abcd1234$\r\n')
+    send, ok, no_session = [value for kind, value in MSRPParser().feed(data) if kind is CHUNK_START]
+    for chunk, expected in ((send, MSRPData('abcd1234', method='SEND')),
+                            (ok, MSRPData('abcd1234', code=200, comment='OK', contflag='+')),
+                            (no_session, MSRPData('abcd1234', code=481))):
+        for name in ('transaction_id', 'method', 'code', 'comment', 'data', 'contflag', 'headers'):
+            assert getattr(chunk, name) == getattr(expected, name), name
