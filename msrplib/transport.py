@@ -110,6 +110,7 @@ Address.__doc__ = 'An endpoint address like Twisted\'s IPv4Address: type ("TCP")
 
 
 _HELD = object()  # MSRPTransport._flusher while a hub callback is to send the held writes
+_FIRST_READ_SIZE = 65536  # MSRPTransport: bytes asked by a connection's first read, and the least later on
 _IOV_MAX = 512    # buffers given to one sendmsg() call (POSIX guarantees at least 16; Linux takes 1024)
 
 
@@ -266,7 +267,11 @@ class MSRPTransport:
     Limits (class attributes, overridable per instance):
 
     ``read_size``
-        bytes asked of the socket per read (default 262144).
+        the most bytes asked of the socket per read (default 1 MiB).  Reads
+        start at 64 KiB (or ``read_size`` if smaller), double while the
+        socket fills them and halve again when it hands out far less, so a
+        bulk transfer is read in large blocks and a chat connection never
+        asks for more than 64 KiB at a time.
     ``max_chunk_size``
         largest body :meth:`read_chunk` without ``size`` holds in memory
         (default 32 MiB); a larger chunk closes the connection with
@@ -282,7 +287,7 @@ class MSRPTransport:
         connection with :class:`ChunkParseError`.
     """
 
-    read_size = 262144
+    read_size = 1048576
     max_chunk_size = 32 * 1024 * 1024
     max_pending_write_size = 1024 * 1024
     parser_limits = {}
@@ -313,6 +318,7 @@ class MSRPTransport:
         self._host = self._peer = None
         self._can_send_now = False
         self._can_sendmsg = False
+        self._next_read_size = _FIRST_READ_SIZE  # adapted to what the socket hands out (see read_size)
         self._accepted_paths = None            # ((To-Path text, From-Path text), _path_key()) last accepted
         if sock is not None:
             self.attach(sock)
@@ -618,13 +624,21 @@ class MSRPTransport:
         # Read once from the socket and parse; sets the closure reason and raises it at EOF/error.
         if self._closed is not None:
             raise self._closed
+        size = self._next_read_size
+        if size > self.read_size:  # (set on the instance, or before the first read)
+            size = self.read_size
         try:
-            data = self._sock.recv(self.read_size)
+            data = self._sock.recv(size)
         except OSError as e:
             if self._closed is not None:
                 raise self._closed
             self._lose(ConnectionLost(str(e) or type(e).__name__))
             raise self._closed
+        received = len(data)
+        if received == size:
+            self._next_read_size = min(2 * size, self.read_size)
+        elif received < size // 4 and size > _FIRST_READ_SIZE:
+            self._next_read_size = size // 2
         if not data:
             if self._current is not None or self._parser.buffered:
                 self._lose(ConnectionLost('Connection closed in the middle of a chunk.'))

@@ -990,3 +990,34 @@ def test_write_buffers_to_a_vanished_peer_is_connection_lost(plain_pair):
 def os_random(size):
     import os
     return os.urandom(size)
+
+
+# ---------------------------------------------------------------------------
+# Read sizes follow what the socket hands out
+
+def test_reads_grow_for_bulk_and_shrink_back_for_chat(plain_pair):
+    from msrplib.transport import _FIRST_READ_SIZE
+    ta, tb = plain_pair
+    assert tb._next_read_size == _FIRST_READ_SIZE
+    body = b'z' * 65536
+    writer = gevent.spawn(lambda: [ta.write_chunk(ta.make_send_request(data=body)) for _ in range(128)])
+    with gevent.Timeout(T):
+        gevent.sleep(0.1)  # the socket fills up before the reader starts
+        for _ in range(128):
+            assert read(tb).data == body
+        writer.get()
+    grown = tb._next_read_size
+    assert _FIRST_READ_SIZE < grown <= MSRPTransport.read_size
+    for _ in range(12):  # small messages, each read alone: back down to the first size, no lower
+        ta.write_chunk(ta.make_send_request(data=b'hi'))
+        assert read(tb).data == b'hi'
+    assert tb._next_read_size == _FIRST_READ_SIZE
+
+
+def test_reads_never_ask_more_than_read_size(plain_pair):
+    ta, tb = plain_pair
+    tb.read_size = 1000  # an instance value below the first read size
+    ta.write_chunk(ta.make_send_request(data=b'q' * 50000))
+    with gevent.Timeout(T):
+        assert read(tb).data == b'q' * 50000
+    assert tb._next_read_size <= 1000
