@@ -240,9 +240,10 @@ def child_main(args):
         if len(cpus) >= 2:  # sender and receiver on CPUs of their own, for both measurements
             os.sched_setaffinity(0, {cpus[0] if args.role.endswith('receiver') else cpus[1]})
     if os.environ.get('BENCH_CPU'):
+        import importlib
         import resource
-        import msrplib.connect  # noqa: F401  (imports are not part of the figure)
-        import msrplib.session  # noqa: F401
+        for module in ('msrplib.connect', 'msrplib.session'):  # imports are not part of the figure
+            importlib.import_module(module)
         before = resource.getrusage(resource.RUSAGE_SELF)
         import atexit
 
