@@ -37,7 +37,7 @@ from msrplib.protocol import (
     ContentDispositionHeader, MSRPHeader)
 from msrplib.transport import (
     make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
-from msrplib.trafficlog import Logger
+from msrplib.trafficlog import wants_chunks
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
            'contains_mime_type']
@@ -273,10 +273,7 @@ class MSRPSession:
     def _outgoing_bytes(self, chunk, response_cb):
         # Encode a chunk about to be written and expect its response; None if it cannot be encoded.
         parts = self._outgoing_parts(chunk, response_cb)
-        if parts is None:
-            return None
-        head, body, footer = parts
-        return b''.join(parts) if body else head + footer
+        return None if parts is None else b''.join(parts)
 
     def _outgoing_parts(self, chunk, response_cb):
         # _outgoing_bytes() as (head, body, end-line): the writer sends them without joining them.
@@ -289,9 +286,8 @@ class MSRPSession:
             response_cb = self._ignore_response  # so that shutdown() waits for it too
         if response_cb is not None:
             self._expect_response(chunk, response_cb)
-        logger = self.msrp.logger
-        if type(logger) is not Logger or logger.log_traffic:  # the stock quiet Logger does nothing with it
-            logger.sent_chunk(chunk, self.msrp)
+        if wants_chunks(self.msrp.logger):
+            self.msrp.logger.sent_chunk(chunk, self.msrp)
         return data
 
     def deliver_chunk(self, chunk, event=None):
@@ -469,8 +465,7 @@ class MSRPSession:
                 for chunk, response_cb in chunks:
                     parts = self._outgoing_parts(chunk, response_cb)
                     if parts is not None:
-                        head, body, footer = parts
-                        buffers += parts if body else (head, footer)
+                        buffers += parts
                 if not buffers:
                     continue
                 self._last_activity = time.monotonic()
@@ -516,7 +511,7 @@ class MSRPSession:
             if parts is None:
                 return True  # cannot be encoded: the message's callback got a local 400
             self._last_activity = time.monotonic()
-            self._write_buffers(parts if parts[1] else (parts[0], parts[2]))
+            self._write_buffers(parts)
         except ConnectionClosed:
             return False
         gevent.sleep(0)  # let other greenlets queue chat lines and reports before the next chunk

@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from msrplib.interfaces import ILogger
 
-__all__ = ['Logger']
+__all__ = ['Logger', 'wants_chunks']
 
 # A library must not print on its own: without configuration, warnings stay quiet.
 logging.getLogger('msrplib').addHandler(logging.NullHandler())
@@ -93,6 +93,12 @@ class Logger:
         """Record bytes from ``transport`` that are not MSRP (always logged, as a warning)."""
         remote = _endpoint(_call(transport, 'getPeer'))
         self.logger.warning('%sillegal data from %s: %r', self.prefix, remote, bytes(data[:200]))
+
+
+def wants_chunks(logger):
+    """False for a stock :class:`Logger` without ``log_traffic``: its chunk methods do nothing, so callers
+    may skip them (and skip making what they would be given).  True for any other logger."""
+    return type(logger) is not Logger or logger.log_traffic
 
 
 def _call(transport, name):

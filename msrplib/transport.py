@@ -27,7 +27,7 @@ from msrplib.protocol import (
     ToPathHeader, FromPathHeader, MessageIDHeader, ByteRangeHeader, StatusHeader, ByteRange, Status,
     CHUNK_START, BODY, random_transaction_id, random_message_id, _UNSET, _new_header)
 from msrplib.interfaces import IMSRPTransport
-from msrplib.trafficlog import Logger
+from msrplib.trafficlog import Logger, wants_chunks
 
 __all__ = [
     'MSRPTransport', 'make_response', 'make_report', 'Address',
@@ -594,19 +594,16 @@ class MSRPTransport:
         self.write(data, sync=wait)
 
     def _log_sent(self, chunk):
-        logger = self.logger
-        if type(logger) is not Logger or logger.log_traffic:  # the stock quiet Logger does nothing with it
-            logger.sent_chunk(chunk, self)
+        if wants_chunks(self.logger):
+            self.logger.sent_chunk(chunk, self)
 
     def _log_received(self, chunk):
-        logger = self.logger
-        if type(logger) is not Logger or logger.log_traffic:
-            logger.received_chunk(chunk, self)
+        if wants_chunks(self.logger):
+            self.logger.received_chunk(chunk, self)
 
     def write_response(self, chunk, code, comment, wait=True):
         """Answer request ``chunk`` with ``code`` and ``comment`` (nothing if its Failure-Report says so)."""
-        logger = self.logger
-        if type(logger) is Logger and not logger.log_traffic:
+        if not wants_chunks(self.logger):
             # nobody looks at the response as an MSRPData: write its bytes without making one
             data = _response_bytes(chunk, code, comment)
             if data is None:

@@ -215,3 +215,14 @@ def test_transport_reports_illegal_data(caplog):
     assert len(warnings) == 1
     assert 'illegal data from 127.0.0.1:' in warnings[0].getMessage()
     assert "b'GET / HTTP/1.1" in warnings[0].getMessage()
+
+
+def test_wants_chunks_is_false_only_for_a_quiet_stock_logger():
+    from msrplib.trafficlog import wants_chunks
+
+    class Custom(Logger):
+        pass
+    assert not wants_chunks(Logger())
+    assert wants_chunks(Logger(log_traffic=True))
+    assert wants_chunks(Custom())          # a subclass may do anything with the chunks
+    assert wants_chunks(object())          # any logger-like object
