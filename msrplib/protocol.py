@@ -1005,10 +1005,7 @@ class MSRPData:
         if data:
             while ('\r\n' + END_LINE_DASHES + self.transaction_id).encode('ascii') in data:
                 self.transaction_id = random_transaction_id()
-            head = (self._header_text() + '\r\n\r\n').encode('utf-8', 'surrogateescape')
-            return head, data, ('\r\n%s%s%s\r\n' % (END_LINE_DASHES, self.transaction_id, self.contflag)).encode('ascii')
-        head = (self._header_text() + '\r\n').encode('utf-8', 'surrogateescape')
-        return head, data, ('%s%s%s\r\n' % (END_LINE_DASHES, self.transaction_id, self.contflag)).encode('ascii')
+        return self.encoded_header, data, self.encoded_footer
 
     def copy(self):
         """A new chunk with the same start line, body and flag, and copies of the headers."""
