@@ -1,4 +1,4 @@
-from setuptools import setup, find_packages
+from setuptools import setup, find_packages, Extension
 import re
 
 with open('msrplib/__init__.py') as f:
@@ -15,6 +15,8 @@ setup(
     long_description_content_type='text/markdown',
     license='MIT',
     packages=find_packages(include=['msrplib', 'msrplib.*']),
+    # the parser's C fast path; optional: without a compiler msrplib installs and runs as pure Python
+    ext_modules=[Extension('msrplib._cparser', ['msrplib/_cparser.c'], optional=True)],
     python_requires='>=3.9',
     install_requires=[
         'gevent>=22.10',

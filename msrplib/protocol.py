@@ -1003,7 +1003,10 @@ class MSRPData:
         # encode() as (head, body, end-line), for writers that send the parts without joining them.
         data = self.data
         if data:
-            while ('\r\n' + END_LINE_DASHES + self.transaction_id).encode('ascii') in data:
+            while True:
+                marker = ('\r\n' + END_LINE_DASHES + self.transaction_id).encode('ascii')
+                if (_find_marker(data, marker, 0) if type(data) is bytes else data.find(marker)) < 0:
+                    break
                 self.transaction_id = random_transaction_id()
         return self.encoded_header, data, self.encoded_footer
 
@@ -1047,6 +1050,26 @@ _END_LINE_TAILS = (b'$\r\n', b'+\r\n', b'#\r\n')
 _END_EVENTS = {36: (CHUNK_END, '$'), 43: (CHUNK_END, '+'), 35: (CHUNK_END, '#')}
 # parser states (plain ints: they are compared on the hot path)
 _HEAD, _BODY, _FAILED = 0, 1, 2
+
+
+def _load_cparser():
+    # The C fast path (msrplib/_cparser.c): (scan_chunks, find), or (None, bytes.find) when the extension
+    # was not built or the environment variable MSRPLIB_PURE_PYTHON is set to anything but '' or '0'.
+    if os.environ.get('MSRPLIB_PURE_PYTHON', '') not in ('', '0'):
+        return None, bytes.find
+    try:
+        from msrplib import _cparser
+    except ImportError:
+        return None, bytes.find
+    _cparser.configure(MSRPData, CHUNK_START, BODY, (_END_EVENTS[36], _END_EVENTS[43], _END_EVENTS[35]),
+                       list(_HEADER_CLASSES_EXACT))
+    return _cparser.scan_chunks, _cparser.find
+
+
+# MSRPParser takes whole, plainly well-formed chunks through _scan_chunks when it is there (see
+# msrplib/_cparser.c; the events are the same either way; None: the parser is pure Python), and looks for
+# end-lines in bodies with _find_marker (bytes.find without the extension).
+_scan_chunks, _find_marker = _load_cparser()
 
 
 class MSRPParser:
@@ -1191,12 +1214,23 @@ class MSRPParser:
         max_headers = self.max_headers
         known = _HEADER_CLASSES_EXACT
         new = object.__new__
+        scan = _scan_chunks
         while position < length:
             if self._state != _HEAD:
                 position = self._parse_body(buffer, position, events)
                 if position < 0:
                     return -position - 1
                 continue
+            if scan is not None:
+                # the C fast path takes what it can; the chunk it stops at (if any) is parsed below
+                position = scan(buffer, position, events, max_line, max_block, max_headers)
+                if type(position) is tuple:
+                    # it stopped in a body that goes on past the buffer
+                    position, self._chunk, self._marker = position
+                    self._state = _BODY
+                    return position
+                if position == length:
+                    break
             # The start line ends at its first CRLF (no part of it can hold a CR or LF), so a match up to
             # the line length limit finds the same line as searching for the CRLF first.
             match = _START_LINE_RE.match(buffer, position, position + max_line + 2)
@@ -1368,8 +1402,9 @@ class MSRPParser:
         # Returns the new position, or -(position + 1) when more input is needed.
         marker = self._marker
         search_from = position
+        find = _find_marker
         while True:
-            end_line = buffer.find(marker, search_from)
+            end_line = find(buffer, marker, search_from)
             if end_line < 0:
                 break
             flag_at = end_line + len(marker)
