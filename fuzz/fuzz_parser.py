@@ -39,14 +39,20 @@ with atheris.instrument_imports():
         MSRPParser, MSRPHeader, ChunkParseError, HeaderParsingError, ParsingError, URI,
         CHUNK_START, BODY, CHUNK_END, _HEADER_CLASSES)
     from msrplib.transport import make_response, make_report
+    import msrplib.protocol as protocol
+
+# the parser's C fast path (when built) and the pure Python functions, switched by parse(pure_python=True)
+C_PATH = (protocol._scan_chunks, protocol._find_marker)
+PURE_PYTHON = (None, bytes.find)
 
 LIMITS = dict(max_line_length=300, max_headers=12, max_header_block=1200)
 BOUND = max(LIMITS['max_header_block'] + 3, LIMITS['max_line_length'] + 2)
 HEADER_CLASSES = sorted(_HEADER_CLASSES.values(), key=lambda cls: cls.name)
 
 
-def parse(data, cuts):
+def parse(data, cuts, pure_python=False):
     """Feed ``data`` cut at ``cuts``; return (events, error) and check the invariants on the way."""
+    protocol._scan_chunks, protocol._find_marker = PURE_PYTHON if pure_python else C_PATH
     parser = MSRPParser(**LIMITS)
     events = []
     previous = 0
@@ -161,6 +167,12 @@ def test_one_input(data):
     if mode == 3:
         stream = b'MSRP a1b2c3d4 ' + stream
     events, error = parse(stream, cuts)
+    if C_PATH[0] is not None:
+        # the C fast path changes nothing: the same events, chunks and error as the pure Python parser
+        py_events, py_error = parse(stream, cuts, pure_python=True)
+        assert repr(py_error) == repr(error), (py_error, error)
+        assert [kind for kind, _ in py_events] == [kind for kind, _ in events]
+        assert list(map(describe, chunks_of(py_events))) == list(map(describe, chunks_of(events)))
     # the same bytes in one piece and byte by byte (for short input) give the same result
     whole_events, whole_error = parse(stream, [])
     # (which error comes first may depend on the split: a bad line or a limit; that there is one may not)

@@ -201,9 +201,8 @@ scan_chunk(const char *data, Py_ssize_t length, Py_ssize_t position, PyObject *e
 
     /* the start line: MSRP SP transact-id SP (method | status-code [SP comment]) CRLF,
        all of it within max_line + 2 bytes (as the regular expression of the Python parser) */
-    line_limit = position + max_line + 2;
-    if (line_limit > length)
-        line_limit = length;
+    /* (limits are at least 0, see scan_chunks: no sum below can overflow) */
+    line_limit = max_line >= length - position - 2 ? length : position + max_line + 2;
     if (line_limit - p < 5 + 4 + 1 + 1 + 2 || memcmp(data + p, "MSRP ", 5) != 0)
         return -1;
     p += 5;
@@ -244,9 +243,7 @@ scan_chunk(const char *data, Py_ssize_t length, Py_ssize_t position, PyObject *e
     marker_length = 9 + (tid_end - tid_start);
     memcpy(marker, "\r\n-------", 9);
     memcpy(marker + 9, data + tid_start, (size_t)(tid_end - tid_start));
-    limit = position + max_block;
-    if (limit > length)
-        limit = length;
+    limit = max_block >= length - position ? length : position + max_block;
     blank = find(data, line_end, limit, "\r\n\r\n", 4);
     end_line = find(data, line_end, blank >= 0 ? blank + 2 : limit, marker, marker_length);
     if (end_line >= 0) {
@@ -365,11 +362,27 @@ scan_chunks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     position = PyLong_AsSsize_t(args[1]);
+    if (position == -1 && PyErr_Occurred())
+        return NULL;
+    /* limits that are not ints from 0 to PY_SSIZE_T_MAX are left to the Python parser */
+    if (!PyLong_CheckExact(args[3]) || !PyLong_CheckExact(args[4]) || !PyLong_CheckExact(args[5])) {
+        Py_INCREF(args[1]);
+        return args[1];
+    }
     max_line = PyLong_AsSsize_t(args[3]);
     max_block = PyLong_AsSsize_t(args[4]);
     max_headers = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred())
-        return NULL;
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+        Py_INCREF(args[1]);
+        return args[1];
+    }
+    if (max_line < 0 || max_block < 0 || max_headers < 0) {
+        Py_INCREF(args[1]);
+        return args[1];
+    }
     events = args[2];
     if (!PyBytes_CheckExact(args[0]) || !PyList_Check(events)) {
         PyErr_SetString(PyExc_TypeError, "scan_chunks needs bytes and a list");

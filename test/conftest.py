@@ -2,6 +2,8 @@
 
 import pytest
 
+from parser_implementations import C_FUNCTIONS, C_IMPORT_ERROR, PURE_PYTHON, select
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -16,3 +18,22 @@ def short_connect_timeouts(monkeypatch):
     monkeypatch.setattr(MSRPConnectTimeout, 'seconds', 2)
     monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', 2)
     monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 2)
+
+
+# A module whose tests must hold for both implementations of MSRPParser (with and without the C fast
+# path, msrplib._cparser) sets
+#     pytestmark = pytest.mark.usefixtures('parser_implementation')
+# and each of its tests runs twice, with ids ending in [c] and [python].  The fixture is module-scoped
+# (it sets module globals of msrplib.protocol and restores them), so that hypothesis tests may use it.
+
+@pytest.fixture(scope='module', params=[
+    pytest.param('c', marks=pytest.mark.skipif(C_FUNCTIONS is None,
+                                               reason='msrplib._cparser not built (%s)' % C_IMPORT_ERROR)),
+    'python'])
+def parser_implementation(request):
+    """'c': MSRPParser takes whole, plain chunks through msrplib._cparser; 'python': pure Python."""
+    previous = select(C_FUNCTIONS if request.param == 'c' else PURE_PYTHON)
+    try:
+        yield request.param
+    finally:
+        select(previous)

@@ -9,6 +9,9 @@ import pytest
 
 from msrplib.protocol import MSRPParser, LimitExceeded
 
+# every test runs with the parser's C fast path and without it (test/conftest.py)
+pytestmark = pytest.mark.usefixtures('parser_implementation')
+
 LIMITS = dict(max_line_length=300, max_headers=12, max_header_block=1200)
 
 

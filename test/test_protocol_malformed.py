@@ -9,6 +9,9 @@ from msrplib.protocol import (
     MSRPParser, ParsingError, ChunkParseError, InvalidStartLine, InvalidHeaderLine, InvalidEndLine,
     LimitExceeded, CHUNK_START, CHUNK_END)
 
+# every test runs with the parser's C fast path and without it (test/conftest.py)
+pytestmark = pytest.mark.usefixtures('parser_implementation')
+
 GOOD_HEAD = (b'MSRP abcd1234 SEND\r\nTo-Path: msrp://b.example.com:2855/s2;tcp\r\n'
              b'From-Path: msrp://a.example.com:2855/s1;tcp\r\n')
 GOOD = GOOD_HEAD + b'Content-Type: text/plain\r\n\r\nhello\r\n-------abcd1234$\r\n'

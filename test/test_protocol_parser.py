@@ -7,6 +7,9 @@ from msrplib.protocol import (
     ToPathHeader, ByteRangeHeader, StatusHeader, WWWAuthenticateHeader, AuthorizationHeader, UsePathHeader,
     ExpiresHeader, InvalidStartLine, LimitExceeded)
 
+# every test runs with the parser's C fast path and without it (test/conftest.py)
+pytestmark = pytest.mark.usefixtures('parser_implementation')
+
 
 def summary(events):
     """Events in a comparable form, consecutive BODY pieces joined."""

@@ -7,12 +7,16 @@
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from msrplib.protocol import (
     MSRPData, MSRPHeader, MSRPParser, ChunkParseError, HeaderParsingError, ByteRange, Status, URI,
     CHUNK_START, BODY, CHUNK_END,
     header_class, ToPathHeader, FromPathHeader, ByteRangeHeader, StatusHeader, ExpiresHeader)
+
+# every test runs with the parser's C fast path and without it (test/conftest.py)
+pytestmark = pytest.mark.usefixtures('parser_implementation')
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
