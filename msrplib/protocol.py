@@ -905,17 +905,23 @@ class MSRPData:
                 if name not in raw:
                     raise HeaderParsingError(name, 'header is missing')
             valid_paths = _VALID_PATH_TEXTS
+            known = _HEADER_CLASSES_EXACT
+            decode = self._value
             for name, value in raw.items():
-                # a header already made may have been changed since: only untouched texts use the cache
-                if (name == 'To-Path' or name == 'From-Path') and type(value) is str:
+                if type(value) is not str:
+                    value.decoded  # a header object: an unusual header, or one already read
+                    continue
+                # (texts are kept for known names only; a header already made may have been changed since:
+                # only untouched texts use the cache)
+                if name == 'To-Path' or name == 'From-Path':
                     if value in valid_paths:
                         continue  # this text decoded before (decoding is a pure function of the text)
-                    self._header(name).decoded
+                    decode(name, known[name])
                     if len(valid_paths) >= 256:
                         valid_paths.clear()
                     valid_paths.add(value)
                     continue
-                self._header(name).decoded
+                decode(name, known[name])  # makes the header object, decoded, as the typed properties do
             return
         for name in ('To-Path', 'From-Path'):
             if name not in self.headers:

@@ -134,6 +134,13 @@ _FIRST_URI_STR = {}
 
 def _first_uri_str(chunk, name):
     # str(_first_uri_text(chunk, name)) when there is a first URI, else None
+    raw = chunk._raw
+    raw_text = raw.get(name) if raw is not None else None
+    if type(raw_text) is str:
+        # a parsed chunk's untouched text (unstripped): no header object needed when it was seen before
+        first = _FIRST_URI_STR.get(raw_text)
+        if first is not None:
+            return first
     header = chunk._header(name)
     if header is None:
         return None
@@ -151,7 +158,17 @@ def _first_uri_str(chunk, name):
         if len(_FIRST_URI_STR) >= 256:
             _FIRST_URI_STR.clear()
         _FIRST_URI_STR[text] = first
+        if type(raw_text) is str:
+            _FIRST_URI_STR[raw_text] = first  # (the stripped text's first URI: the same value)
     return first
+
+
+def _has_header(chunk, name):
+    # chunk._header(name) is not None, without making the header object of a parsed chunk
+    raw = chunk._raw
+    if raw is not None:
+        return name in raw
+    return name in chunk.headers
 
 
 def _report_mode(chunk, name, default):
@@ -201,12 +218,11 @@ def _response_bytes(chunk, code, comment):
         return _GENERAL
     lines = ['MSRP %s %03d %s' % (transaction_id, code, comment) if comment else
              'MSRP %s %03d' % (transaction_id, code)]
-    from_header = chunk._header('From-Path')
-    if from_header is not None:
+    if _has_header(chunk, 'From-Path'):
         if chunk.method == 'SEND':
             lines.append('To-Path: %s' % (_first_uri_str(chunk, 'From-Path'),))
         else:
-            lines.append('To-Path: %s' % (from_header.encoded,))
+            lines.append('To-Path: %s' % (chunk._header('From-Path').encoded,))
     first_to = _first_uri_str(chunk, 'To-Path')
     if first_to is not None:
         lines.append('From-Path: %s' % (first_to,))

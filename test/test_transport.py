@@ -899,6 +899,38 @@ def test_response_bytes_equal_make_response_encode(method):
     assert compared == 2 * 6 * 6 * 5 * 4
 
 
+@pytest.mark.parametrize('method', ['SEND', 'REPORT'])
+def test_response_bytes_of_untouched_parsed_chunks(method):
+    # _response_bytes reads a parsed chunk's path texts without making header objects, from a cache keyed by
+    # the texts: a fresh chunk, the first time (cold cache) and again (warm), gives make_response()'s bytes,
+    # and a chunk whose path was changed after parsing is not answered from the cache.
+    from msrplib import transport
+    from msrplib.protocol import MSRPParser
+    compared = 0
+    for to in RESPONSE_PATHS + [None]:
+        for frm in RESPONSE_PATHS + [None]:
+            made = MSRPData('tid12345', method=method)
+            if to is not None:
+                made.add_header(MSRPHeader('To-Path', to))
+            if frm is not None:
+                made.add_header(MSRPHeader('From-Path', frm))
+            encoded = made.encode()
+            expected = make_response(MSRPParser().feed(encoded)[0][1], 200, 'OK').encode()
+            transport._FIRST_URI_STR.clear()
+            for _ in range(2):
+                chunk = MSRPParser().feed(encoded)[0][1]
+                assert type(chunk._raw.get('From-Path', '')) is str  # untouched
+                assert transport._response_bytes(chunk, 200, 'OK') == expected
+                compared += 1
+            if frm is not None:
+                chunk = MSRPParser().feed(encoded)[0][1]
+                chunk._header('From-Path').encoded = 'msrp://changed.example:9/q;tcp'
+                assert b'changed.example' in transport._response_bytes(chunk, 200, 'OK')
+                assert transport._response_bytes(chunk, 200, 'OK') == make_response(chunk, 200, 'OK').encode()
+                compared += 1
+    assert compared == 6 * 6 * 2 + 6 * 5
+
+
 def test_response_bytes_leave_unusual_values_to_make_response():
     from msrplib.transport import _response_bytes, _GENERAL
     chunk = MSRPData('tid12345', method='SEND')
