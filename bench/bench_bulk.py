@@ -29,6 +29,7 @@ the top functions of each.
 """
 
 import argparse
+import io
 import json
 import os
 import socket
@@ -258,9 +259,10 @@ def child_main(args):
         import pstats
         profile = cProfile.Profile()
         result = profile.runcall(function, args)
-        stats = pstats.Stats(profile, stream=sys.stderr)
-        sys.stderr.write('\n===== profile of %s (tottime) =====\n' % args.role)
-        stats.sort_stats('tottime').print_stats(15)
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats('tottime').print_stats(25)
+        # one write, so that the two sides' profiles do not interleave
+        sys.stderr.write('\n===== profile of %s (tottime) =====\n%s' % (args.role, text.getvalue()))
     else:
         result = function(args)
     if result is not None:
