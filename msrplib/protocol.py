@@ -1058,16 +1058,19 @@ _END_EVENTS = {36: (CHUNK_END, '$'), 43: (CHUNK_END, '+'), 35: (CHUNK_END, '#')}
 _HEAD, _BODY, _FAILED = 0, 1, 2
 
 
+def _pure_python_requested():
+    # True when the environment variable MSRPLIB_PURE_PYTHON is set to anything but '' or '0'.
+    return os.environ.get('MSRPLIB_PURE_PYTHON', '') not in ('', '0')
+
+
 def _load_cparser():
-    # The C fast path (msrplib/_cparser.c): (scan_chunks, find), or (None, bytes.find) when the extension
-    # was not built or the environment variable MSRPLIB_PURE_PYTHON is set to anything but '' or '0'.
-    if os.environ.get('MSRPLIB_PURE_PYTHON', '') not in ('', '0'):
-        return None, bytes.find
+    # The C fast path (msrplib/_cparser.c), configured: (scan_chunks, find), or (None, bytes.find) when the
+    # extension was not built.
     try:
         from msrplib import _cparser
     except ImportError:
         return None, bytes.find
-    _cparser.configure(MSRPData, CHUNK_START, BODY, (_END_EVENTS[36], _END_EVENTS[43], _END_EVENTS[35]),
+    _cparser.configure(MSRPData, CHUNK_START, BODY, tuple(_END_EVENTS[ord(flag)] for flag in '$+#'),
                        list(_HEADER_CLASSES_EXACT))
     return _cparser.scan_chunks, _cparser.find
 
@@ -1075,7 +1078,7 @@ def _load_cparser():
 # MSRPParser takes whole, plainly well-formed chunks through _scan_chunks when it is there (see
 # msrplib/_cparser.c; the events are the same either way; None: the parser is pure Python), and looks for
 # end-lines in bodies with _find_marker (bytes.find without the extension).
-_scan_chunks, _find_marker = _load_cparser()
+_scan_chunks, _find_marker = (None, bytes.find) if _pure_python_requested() else _load_cparser()
 
 
 class MSRPParser:

@@ -7,8 +7,6 @@ can run the parser with the C path (``C_FUNCTIONS``) or without it
 (``PURE_PYTHON``) in one process, whatever MSRPLIB_PURE_PYTHON said at import.
 """
 
-import os
-
 import msrplib.protocol as protocol
 
 PURE_PYTHON = (None, bytes.find)
@@ -16,7 +14,7 @@ PURE_PYTHON = (None, bytes.find)
 
 def pure_python_requested():
     """True when the environment asks for the pure Python parser (as msrplib.protocol reads it)."""
-    return os.environ.get('MSRPLIB_PURE_PYTHON', '') not in ('', '0')
+    return protocol._pure_python_requested()
 
 
 def _load_c_functions():
@@ -28,13 +26,8 @@ def _load_c_functions():
         import msrplib._cparser  # noqa: F401
     except ImportError as e:
         return None, '%s: %s' % (type(e).__name__, e)
-    # built but disabled by MSRPLIB_PURE_PYTHON: load it the way the module does when not disabled
-    saved = os.environ.pop('MSRPLIB_PURE_PYTHON', None)
-    try:
-        functions = protocol._load_cparser()
-    finally:
-        if saved is not None:
-            os.environ['MSRPLIB_PURE_PYTHON'] = saved
+    # built but disabled by MSRPLIB_PURE_PYTHON: loaded and configured as the module does when not disabled
+    functions = protocol._load_cparser()
     assert functions[0] is not None, 'msrplib.protocol._load_cparser() did not load msrplib._cparser'
     return functions, None
 
