@@ -162,8 +162,9 @@ def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None, so
     its certificate is checked against (default: the URI's host).  Returns
     the connected gevent socket.  Raises :class:`MSRPConnectTimeout` (or
     ``timeout_class``), :class:`MSRPConnectError` (refused, unreachable, TLS
-    failure) or :class:`MSRPCertificateError` (the peer's certificate does
-    not verify).
+    failure), :class:`MSRPCertificateError` (the peer's certificate does
+    not verify) or :class:`~msrplib.tls.MSRPCredentialsError` (unusable
+    GnuTLS-style ``credentials``).
     """
     port = uri.port or 2855
     with (timeout_class or MSRPConnectTimeout).timeout():
@@ -176,7 +177,7 @@ def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None, so
             if uri.use_tls:
                 if context is None:
                     context = tls.client_context(credentials, expected_fingerprint)
-                    if expected_fingerprint is None and not isinstance(credentials, ssl.SSLContext) and logger:
+                    if expected_fingerprint is None and not tls.verifies_peer(credentials) and logger:
                         logger.warning('TLS peer %s is not authenticated (no fingerprint or CA given)' % (uri,))
                 sock = tls.wrap_socket(sock, context, server_hostname=server_hostname or uri.host)
                 tls.check_peer_certificate(sock, expected_fingerprint)
@@ -235,7 +236,9 @@ class ConnectorDirect:
         """Connect to the first hop of ``full_remote_path``, bind, and return the :class:`MSRPTransport`.
 
         Raises :class:`MSRPConnectTimeout`, :class:`MSRPConnectError`,
-        :class:`MSRPCertificateError`, :class:`MSRPBindSessionTimeout`, or
+        :class:`MSRPCertificateError`, :class:`~msrplib.tls.MSRPCredentialsError`
+        (unusable GnuTLS-style ``local_uri.credentials``),
+        :class:`MSRPBindSessionTimeout`, or
         :class:`~msrplib.transport.MSRPTransactionError` when the peer refuses
         the binding.
         """
@@ -279,9 +282,10 @@ class AcceptorDirect:
     """Answering side without relay: listens in :meth:`prepare`, accepts one connection in :meth:`complete`.
 
     ``AcceptorDirect(logger=None, use_sessmatch=False)``.  For msrps, the
-    certificate is ``local_uri.credentials`` (an ``ssl.SSLContext`` or
-    :class:`msrplib.tls.TLSCredentials`); without one, a self-signed
-    certificate is made and its SDP fingerprint is in :attr:`fingerprint`.
+    certificate is ``local_uri.credentials`` (an ``ssl.SSLContext``, a
+    :class:`msrplib.tls.TLSCredentials` or GnuTLS-style credentials, see
+    doc/tls.md); without one, a self-signed certificate is made and its SDP
+    fingerprint is in :attr:`fingerprint`.
     The listening socket is closed once one connection is taken.
     """
 
@@ -296,7 +300,9 @@ class AcceptorDirect:
     def prepare(self, local_uri=None):
         """Start listening on ``local_uri`` (port None/0: any free port, written back); return ``[local_uri]``.
 
-        Raises :class:`MSRPBindError` when the port cannot be opened.
+        Raises :class:`MSRPBindError` when the port cannot be opened,
+        :class:`~msrplib.tls.MSRPCredentialsError` for unusable GnuTLS-style
+        ``local_uri.credentials``.
         """
         if local_uri is None:
             local_uri = URI(use_tls=False)
@@ -315,7 +321,9 @@ class AcceptorDirect:
         """Accept the peer's connection and its binding; return the bound :class:`MSRPTransport`.
 
         Raises :class:`MSRPIncomingConnectTimeout`, :class:`MSRPBindSessionTimeout`,
-        :class:`MSRPConnectError` (TLS handshake failed), or the error sent
+        :class:`MSRPConnectError` (TLS handshake failed),
+        :class:`MSRPCertificateError` (credentials with ``verify_peer`` and
+        the peer's certificate missing or not verifying), or the error sent
         to the peer when its paths do not match.
         """
         if self.listener is None:
@@ -335,8 +343,9 @@ class AcceptorDirect:
                             sock = tls.wrap_socket(sock, self._context, server_side=True)
                         except (OSError, ValueError) as e:
                             _close_quietly(sock)
-                            raise MSRPConnectError(self.local_uri.host, self.local_uri.port,
-                                                   'TLS handshake: %s' % e)
+                            # a client certificate refused (local_uri.credentials with verify_peer)
+                            raise tls.certificate_failure(e, 'the connecting peer') or MSRPConnectError(
+                                self.local_uri.host, self.local_uri.port, 'TLS handshake: %s' % e)
                         except BaseException:  # the timeout: do not leave the half-made connection open
                             _close_quietly(sock)
                             raise

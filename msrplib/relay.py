@@ -84,7 +84,9 @@ class MSRPRelaySettings(ConnectInfo):
     relay is found by DNS SRV (``_msrps._tcp.<domain>`` or
     ``_msrp._tcp.<domain>``), else at ``<domain>:2855``.  ``use_tls``
     defaults to True; the relay's certificate is checked against ``domain``
-    with ``credentials`` (an ``ssl.SSLContext``) or the system's CAs.
+    with ``credentials`` (an ``ssl.SSLContext``, or GnuTLS-style credentials
+    whose ``trusted`` CAs are trusted besides the system's and whose
+    ``verify_peer`` says whether to check at all) or the system's CAs.
     ``expires`` is the reservation lifetime to ask for (None: the relay's
     default).
     """
@@ -141,11 +143,25 @@ def resolve_relay(relay, lifetime=5.0):
 
 
 def _relay_context(relay):
-    if isinstance(relay.credentials, ssl.SSLContext):
-        return relay.credentials
+    """The client context for the TLS connection to ``relay``.
+
+    ``relay.credentials``: an SSLContext is used as is; GnuTLS-style
+    credentials with ``verify_peer`` check the relay's certificate against
+    their ``trusted`` CAs and the system's, and its name against the
+    relay's domain (without ``verify_peer`` nothing is checked, as the
+    classic library did); otherwise the system's CAs and the domain, with a
+    :class:`~msrplib.tls.TLSCredentials` as client certificate. Raises
+    :class:`~msrplib.tls.MSRPCredentialsError` for unusable GnuTLS-style
+    credentials.
+    """
+    credentials = relay.credentials
+    if isinstance(credentials, ssl.SSLContext):
+        return credentials
+    if tls.is_gnutls_style(credentials):
+        return tls.from_gnutls(credentials).client_context(check_hostname=True, system_cas=True)
     context = gevent_ssl.create_default_context()
-    if isinstance(relay.credentials, tls.TLSCredentials):
-        relay.credentials.load_into(context)
+    if isinstance(credentials, tls.TLSCredentials):
+        credentials.load_into(context)
     return context
 
 
@@ -193,7 +209,9 @@ class RelayConnection:
 
         Raises :class:`MSRPRelayConnectTimeout`, :class:`MSRPRelayConnectError`,
         :class:`~msrplib.tls.MSRPCertificateError` (the relay's certificate
-        does not verify), :class:`MSRPAuthTimeout` or :class:`MSRPRelayAuthError`.
+        does not verify), :class:`~msrplib.tls.MSRPCredentialsError` (unusable
+        GnuTLS-style ``relay.credentials``), :class:`MSRPAuthTimeout` or
+        :class:`MSRPRelayAuthError`.
         """
         self.cleanup()
         sock = self._connect()
@@ -222,6 +240,9 @@ class RelayConnection:
     def _connect(self):
         errors = []
         context = _relay_context(self.relay) if self.relay.use_tls else None
+        if context is not None and context.verify_mode == ssl.CERT_NONE:
+            self.logger.warning('TLS relay %s is not authenticated (its credentials have verify_peer false)'
+                                % (self.relay.domain,))
         for host, port in resolve_relay(self.relay):
             uri = URI(host=host, port=port, use_tls=self.relay.use_tls, session_id='')
             try:
