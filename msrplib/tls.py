@@ -438,7 +438,7 @@ def server_context(credentials=None):
         credentials = TLSCredentials.ephemeral()
     if not isinstance(credentials, TLSCredentials):
         raise TypeError('credentials must be an SSLContext, TLSCredentials, GnuTLS-style credentials or None, '
-                    'not %r' % (credentials,))
+                        'not %r' % (credentials,))
     return credentials.server_context(), credentials.fingerprint
 
 
