@@ -119,8 +119,9 @@ def _default_host():
 class ConnectInfo:
     """Where to connect or listen: host, port, TLS or not, TLS credentials.
 
-    ``credentials`` is an ``ssl.SSLContext`` (or
-    :class:`msrplib.tls.TLSCredentials`) used when ``use_tls`` is true.
+    ``credentials`` is an ``ssl.SSLContext``, a
+    :class:`msrplib.tls.TLSCredentials` or GnuTLS-style credentials (see
+    doc/tls.md), used when ``use_tls`` is true.
     """
 
     def __init__(self, host=None, use_tls=None, port=None, credentials=None):
