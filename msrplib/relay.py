@@ -241,8 +241,8 @@ class RelayConnection:
         errors = []
         context = _relay_context(self.relay) if self.relay.use_tls else None
         if context is not None and context.verify_mode == ssl.CERT_NONE:
-            self.logger.warning('TLS relay %s is not authenticated (its credentials do not verify it, e.g. verify_peer false)'
-                                % (self.relay.domain,))
+            self.logger.warning('TLS relay %s is not authenticated (its credentials do not verify it, '
+                                'e.g. verify_peer false)' % (self.relay.domain,))
         for host, port in resolve_relay(self.relay):
             uri = URI(host=host, port=port, use_tls=self.relay.use_tls, session_id='')
             try:
