@@ -40,11 +40,33 @@ from msrplib.transport import (
 from msrplib.trafficlog import wants_chunks
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
-           'contains_mime_type']
+           'contains_mime_type', 'LocalResponse', 'Response200OK', 'Response408Timeout']
 
 
 class MSRPSessionError(MSRPError):
     """The session cannot do what was asked (e.g. send after it ended)."""
+
+
+class LocalResponse(MSRPTransactionError):
+    """A transaction outcome made on this side, as in the classic API: ``LocalResponse(comment, code)``.
+
+    It has ``code`` and ``comment`` like every :class:`MSRPTransactionError`.
+    The classic module-level instances :data:`Response200OK` and
+    :data:`Response408Timeout` are here for code that imports them.  Note
+    that the response callbacks of this library get their local responses
+    as :class:`~msrplib.protocol.MSRPData` with the same ``code`` (200 or
+    408; see :meth:`MSRPSession.send_chunk`), not as these objects: compare
+    ``response.code``, not identity.
+    """
+
+    def __repr__(self):
+        return '<LocalResponse %s %s>' % (self.code, self.comment)
+
+
+#: the classic local "200 OK" outcome (code 200)
+Response200OK = LocalResponse('OK', 200)
+#: the classic local timeout outcome (code 408)
+Response408Timeout = LocalResponse('Timed out while waiting for transaction response', 408)
 
 
 class SessionState(str, enum.Enum):
