@@ -696,7 +696,10 @@ def _register_header_class(cls, name):
 
 
 def header_class(name):
-    """Return the header class for ``name`` (case-insensitive), or None for an unknown name."""
+    """Return the header class for ``name`` (case-insensitive), or None for an unknown name.
+
+    Application classes registered by subclassing :class:`MSRPNamedHeader` are included.
+    """
     return _HEADER_CLASSES.get(name.lower())
 
 
@@ -799,7 +802,9 @@ class MSRPData:
     (bytes; a str is encoded as UTF-8); ``contflag`` is ``'$'`` (last chunk),
     ``'+'`` (more follow) or ``'#'`` (aborted).  The properties read the
     decoded header values and raise :class:`HeaderParsingError` on invalid
-    ones.
+    ones.  A received chunk also has ``chunk_header`` and
+    :attr:`chunk_footer`, its bytes as they crossed the wire around ``data``
+    (None on chunks made locally).
     """
 
     segment = None  # set on the "virtual" chunks of MSRPTransport.read_chunk(size)

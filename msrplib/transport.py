@@ -648,11 +648,11 @@ class MSRPTransport:
         if wants_chunks(self.logger):
             self._call_logger('received_chunk', chunk)
 
-    def _call_logger(self, method, chunk):
+    def _call_logger(self, method, data):
         # A logger that raises must not break reading, writing or binding: its error is logged (on the
         # ``msrplib`` stdlib logger, not through the logger that failed) and the chunk goes on.
         try:
-            getattr(self.logger, method)(chunk, self)
+            getattr(self.logger, method)(data, self)
         except Exception:
             logging.getLogger('msrplib').exception('%s.%s raised (ignored)', type(self.logger).__name__, method)
 
@@ -700,7 +700,7 @@ class MSRPTransport:
         try:
             self._events.extend(self._parser.feed(data))
         except InvalidStartLine:
-            self.logger.received_illegal_data(data, self)
+            self._call_logger('received_illegal_data', data)
             self._lose(ConnectionLost('Received data that is not MSRP.'))
             return False
         except ChunkParseError as e:

@@ -12,6 +12,7 @@ import pytest
 
 from msrplib.protocol import BODY, CHUNK_START, MSRPData, MSRPParser
 from msrplib.trafficlog import Logger
+from msrplib.transport import ConnectionLost
 
 from loopback import raw_peer_transport
 
@@ -178,3 +179,19 @@ def test_a_raising_logger_does_not_break_binding(caplog):
     finally:
         active.loseConnection()
         passive.loseConnection()
+
+
+def test_a_raising_logger_does_not_break_the_handling_of_illegal_data(peer, caplog):
+    transport, raw = peer
+
+    class IllegalDataLogger(Logger):
+        def received_illegal_data(self, data, transport):
+            raise ValueError('logger bug on illegal data')
+
+    transport.logger = IllegalDataLogger()
+    with caplog.at_level(logging.ERROR, logger='msrplib'), gevent.Timeout(T):
+        raw.sendall(b'GET / HTTP/1.1\r\n\r\n')
+        assert transport.read_chunk() is None  # as documented: not MSRP, the connection is closed
+        with pytest.raises(ConnectionLost):
+            transport.read_chunk()
+    assert any(record.exc_text and 'logger bug on illegal data' in record.exc_text for record in caplog.records)
