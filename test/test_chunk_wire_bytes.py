@@ -9,8 +9,11 @@ import logging
 
 import gevent
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from msrplib.protocol import BODY, CHUNK_START, MSRPData, MSRPParser
+from msrplib.protocol import (
+    BODY, CHUNK_START, ContentTypeHeader, FromPathHeader, MessageIDHeader, MSRPData, MSRPHeader, MSRPParser,
+    ToPathHeader)
 from msrplib.trafficlog import Logger
 from msrplib.transport import ConnectionLost
 
@@ -195,3 +198,35 @@ def test_a_raising_logger_does_not_break_the_handling_of_illegal_data(peer, capl
         with pytest.raises(ConnectionLost):
             transport.read_chunk()
     assert any(record.exc_text and 'logger bug on illegal data' in record.exc_text for record in caplog.records)
+
+
+@st.composite
+def encoded_chunks(draw):
+    """The bytes of a chunk this library encodes: request or response, with or without body and extra headers."""
+    tid = draw(st.text('abcdefghij0123456789', min_size=4, max_size=12))
+    if draw(st.booleans()):
+        chunk = MSRPData(tid, method=draw(st.sampled_from(['SEND', 'REPORT', 'NICKNAME', 'FILE_OFFSET'])),
+                         data=draw(st.binary(max_size=300)), contflag=draw(st.sampled_from('$+#')))
+    else:
+        chunk = MSRPData(tid, code=draw(st.sampled_from([200, 408, 481])),
+                         comment=draw(st.sampled_from([None, 'OK', 'Réponse'])))
+    chunk.add_header(ToPathHeader('msrp://127.0.0.1:2855/a;tcp'))
+    chunk.add_header(FromPathHeader('msrp://127.0.0.1:2856/b;tcp'))
+    if draw(st.booleans()):
+        chunk.add_header(MessageIDHeader('m%d' % draw(st.integers(0, 99))))
+    if chunk.data:
+        chunk.add_header(ContentTypeHeader('application/octet-stream'))
+    for name in draw(st.lists(st.sampled_from(['X-A', 'Offset', 'x-b']), max_size=3, unique=True)):
+        chunk.add_header(MSRPHeader(name, draw(st.text('abc 123', min_size=1, max_size=10)).strip() or 'v'))
+    return chunk.encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(encoded_chunks(), min_size=1, max_size=5), st.integers(1, 97))
+def test_property_header_body_footer_is_the_wire(wires, step):
+    stream = b''.join(wires)
+    parser = MSRPParser()
+    events = []
+    for i in range(0, len(stream), step):
+        events += parser.feed(stream[i:i + step])
+    assert reassemble(events) == wires
