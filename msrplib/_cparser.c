@@ -36,7 +36,7 @@ static int known_count = 0;
 static const char *method_text[N_METHODS] = {"SEND", "REPORT", "AUTH", "NICKNAME"};
 static PyObject *method_names[N_METHODS];
 
-static PyObject *s_transaction_id, *s_method, *s_code, *s_comment, *s_raw, *s_contflag;
+static PyObject *s_transaction_id, *s_method, *s_code, *s_comment, *s_raw, *s_contflag, *s_chunk_header;
 
 /* a byte of a transaction id after its first: [A-Za-z0-9.\-+%=] */
 static unsigned char tid_char[256];
@@ -294,6 +294,11 @@ scan_chunk(const char *data, Py_ssize_t length, Py_ssize_t position, PyObject *e
     }
     if (PyObject_SetAttr(chunk, s_raw, headers) < 0)
         goto error;
+    /* the raw head: up to and including the empty line, or the CRLF before the end-line */
+    if (set_attribute(chunk, s_chunk_header,
+                      PyBytes_FromStringAndSize(data + position,
+                                                (body_start >= 0 ? body_start : end_line + 2) - position)))
+        goto error;
     if (end_line < 0) {
         /* the body goes on: hand out all but a tail that could begin the end-line */
         Py_ssize_t safe_end = length - marker_length - 2;
@@ -529,7 +534,8 @@ PyInit__cparser(void)
     s_comment = PyUnicode_InternFromString("comment");
     s_raw = PyUnicode_InternFromString("_raw");
     s_contflag = PyUnicode_InternFromString("contflag");
-    if (!s_transaction_id || !s_method || !s_code || !s_comment || !s_raw || !s_contflag)
+    s_chunk_header = PyUnicode_InternFromString("chunk_header");
+    if (!s_transaction_id || !s_method || !s_code || !s_comment || !s_raw || !s_contflag || !s_chunk_header)
         return NULL;
     return PyModule_Create(&module_definition);
 }

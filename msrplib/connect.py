@@ -28,6 +28,7 @@ and ``MSRPAuthTimeout``).
 """
 
 import ssl
+from types import MappingProxyType
 
 import gevent
 from gevent import socket
@@ -46,7 +47,7 @@ from msrplib.trafficlog import Logger
 __all__ = [
     'MSRPTimeout', 'MSRPConnectTimeout', 'MSRPIncomingConnectTimeout', 'MSRPBindSessionTimeout',
     'MSRPConnectError', 'MSRPCertificateError', 'MSRPBindError',
-    'ConnectorDirect', 'AcceptorDirect', 'DirectConnector', 'DirectAcceptor', 'MSRPServer',
+    'ConnectBase', 'ConnectorDirect', 'AcceptorDirect', 'DirectConnector', 'DirectAcceptor', 'MSRPServer',
     'get_connector', 'get_acceptor',
     'MSRPRelaySettings', 'RelayConnection', 'ConnectorRelay', 'AcceptorRelay',
     'MSRPRelayAuthError', 'MSRPAuthTimeout', 'MSRPRelayConnectTimeout', 'MSRPRelayConnectError',
@@ -194,8 +195,33 @@ def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None, so
     return sock
 
 
+class ConnectBase:
+    """The base class of the connectors and acceptors (direct and relay), as in the classic API.
+
+    ``ConnectBase(logger=None, use_sessmatch=False)``.  Subclasses implement
+    :meth:`prepare`, :meth:`complete` and :meth:`cleanup` (see the module
+    docstring); ``isinstance(x, ConnectBase)`` tells a connector or acceptor.
+    """
+
+    def __init__(self, logger=None, use_sessmatch=False):
+        self.logger = logger if logger is not None else Logger()
+        self.use_sessmatch = use_sessmatch
+
+    def prepare(self, local_uri=None):
+        """Get ready for :meth:`complete`; return the full local path (a list of URI)."""
+        raise NotImplementedError
+
+    def complete(self, full_remote_path):
+        """Connect and bind; return the bound :class:`~msrplib.transport.MSRPTransport`."""
+        raise NotImplementedError
+
+    def cleanup(self, sync=True):
+        """Release what :meth:`prepare` took when :meth:`complete` is not called or failed."""
+        raise NotImplementedError
+
+
 @implementer(IConnector)
-class ConnectorDirect:
+class ConnectorDirect(ConnectBase):
     """Calling side without relay: connects to the peer in :meth:`complete` and binds.
 
     ``ConnectorDirect(logger=None, use_sessmatch=False, expected_fingerprint=None)``;
@@ -278,7 +304,7 @@ def _bind(transport, how, full_remote_path):
 
 
 @implementer(IConnector)
-class AcceptorDirect:
+class AcceptorDirect(ConnectBase):
     """Answering side without relay: listens in :meth:`prepare`, accepts one connection in :meth:`complete`.
 
     ``AcceptorDirect(logger=None, use_sessmatch=False)``.  For msrps, the
@@ -425,6 +451,19 @@ class MSRPServer:
         self.fingerprint = None
         self._credentials = None
         self._rendezvous = {}    # remote session-id -> _Rendezvous
+
+    @property
+    def ports(self):
+        """The listening sockets, as in the classic API: ``{interface: {port: (use_tls, socket)}}``.
+
+        A read-only snapshot (mappings that cannot be changed) taken at each
+        access; ``socket`` is the listening gevent socket.
+        """
+        ports = {}
+        for (host, port), listener in self.listeners.items():
+            if listener.socket is not None:
+                ports.setdefault(host, {})[port] = (listener.use_tls, listener.socket)
+        return MappingProxyType({host: MappingProxyType(by_port) for host, by_port in ports.items()})
 
     def _context_for(self, local_uri):
         if local_uri.credentials is not None:

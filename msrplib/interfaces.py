@@ -28,6 +28,8 @@ class IConnector(Interface):
 class IMSRPServer(Interface):
     """Shares listening sockets between many sessions."""
 
+    ports = Attribute('Read-only view of the listening sockets: interface -> port -> (use_tls, socket)')
+
     def prepare(local_uri=None, logger=None):
         """Listen for local_uri (sharing a socket on the same port) and return the full local path."""
 

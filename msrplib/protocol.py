@@ -32,6 +32,7 @@ input (see the comment in :class:`MSRPParser` on how the buffer is kept).
 import enum
 import os
 import re
+import sys
 from collections import namedtuple
 
 from msrplib import MSRPError
@@ -525,7 +526,9 @@ class MSRPHeader:
     :class:`HeaderParsingError` when the text is not a valid value.
     """
 
-    __slots__ = ('_name', '_encoded', '_decoded')
+    # ('__dict__' and '__weakref__' are in the layout so that an application's header class, which may
+    # leave out __slots__, has the layout of this class: MSRPHeader(name, ...) can become one of those too)
+    __slots__ = ('_name', '_encoded', '_decoded', '__dict__', '__weakref__')
     type = SimpleHeaderType
 
     def __init__(self, name, encoded=None, decoded=None):
@@ -595,13 +598,41 @@ class MSRPHeader:
 
 
 class MSRPNamedHeader(MSRPHeader):
-    """Base of the headers with a fixed name: ``XHeader(encoded=None, decoded=None)``."""
+    """Base of the headers with a fixed name: ``XHeader(encoded=None, decoded=None)``.
+
+    An application defines a header of its own by subclassing it with a
+    ``name`` (and a ``type``, :class:`SimpleHeaderType` by default)::
+
+        class OffsetHeader(MSRPNamedHeader):
+            name = 'Offset'
+            type = IntegerHeaderType
+
+    Defining the class registers it (the name is matched case-insensitively):
+    parsed chunks then make their ``Offset`` headers with it, so
+    ``chunk.headers['Offset'].decoded`` is an int, and
+    ``MSRPHeader('Offset', '5')`` and :func:`header_class` give it too.
+    When two application classes claim one name, the one defined last wins.
+    The names of the headers this module defines (To-Path, Byte-Range...) stay
+    with the built-in classes, whose types the library itself relies on: a
+    subclass claiming one of them is a usable class but is not registered.
+    A subclass that does not set ``name`` itself (inherits it) registers
+    nothing.  A ``name`` that is not an RFC 4975 token raises ValueError.
+    """
 
     __slots__ = ()
     name = None
 
     def __init__(self, encoded=None, decoded=None):
         self._set(encoded, decoded)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get('name')
+        if name is not None and _BUILTIN_HEADER_NAMES is not None:  # (None: this module's own classes)
+            _register_header_class(cls, name)
+
+
+_BUILTIN_HEADER_NAMES = None  # set once this module's header classes are defined
 
 
 def _named(class_name, header_name, header_type, doc):
@@ -637,17 +668,39 @@ ContentDispositionHeader = _named('ContentDispositionHeader', 'Content-Dispositi
                                   'Content-Disposition: ContentDisposition.')
 UseNicknameHeader = _named('UseNicknameHeader', 'Use-Nickname', UTF8HeaderType, 'Use-Nickname (RFC 7701): str.')
 
-_HEADER_CLASSES = {cls.name.lower(): cls for cls in (
+_BUILTIN_HEADER_CLASSES = (
     ToPathHeader, FromPathHeader, MessageIDHeader, SuccessReportHeader, FailureReportHeader, ByteRangeHeader,
     StatusHeader, ExpiresHeader, MinExpiresHeader, MaxExpiresHeader, UsePathHeader, WWWAuthenticateHeader,
     AuthorizationHeader, AuthenticationInfoHeader, ContentTypeHeader, ContentIDHeader, ContentDescriptionHeader,
-    ContentDispositionHeader, UseNicknameHeader)}
-# exact spelling -> class, for the parser's fast path
+    ContentDispositionHeader, UseNicknameHeader)
+# lower-cased name -> class: the built-in classes, then the application's (MSRPNamedHeader.__init_subclass__)
+_HEADER_CLASSES = {cls.name.lower(): cls for cls in _BUILTIN_HEADER_CLASSES}
+# exact spelling -> class, for the parser's fast path (the C scanner is given these names too)
 _HEADER_CLASSES_EXACT = {cls.name: cls for cls in _HEADER_CLASSES.values()}
+# the names no application class may take over (the library's own checks depend on their types)
+_BUILTIN_HEADER_NAMES = frozenset(_HEADER_CLASSES)
+
+
+def _register_header_class(cls, name):
+    # MSRPNamedHeader.__init_subclass__: make ``cls`` the class of header ``name`` (see its docstring).
+    if not isinstance(name, str) or _HEADER_NAME_RE.fullmatch(name) is None:
+        raise ValueError('%s.name: %r is not a header name (an RFC 4975 token)' % (cls.__name__, name))
+    key = name.lower()
+    if key in _BUILTIN_HEADER_NAMES:
+        return
+    previous = _HEADER_CLASSES.get(key)
+    if previous is not None:
+        _HEADER_CLASSES_EXACT.pop(previous.name, None)
+    _HEADER_CLASSES[key] = cls
+    _HEADER_CLASSES_EXACT[name] = cls
+    _configure_cparser()
 
 
 def header_class(name):
-    """Return the header class for ``name`` (case-insensitive), or None for an unknown name."""
+    """Return the header class for ``name`` (case-insensitive), or None for an unknown name.
+
+    Application classes registered by subclassing :class:`MSRPNamedHeader` are included.
+    """
     return _HEADER_CLASSES.get(name.lower())
 
 
@@ -750,10 +803,17 @@ class MSRPData:
     (bytes; a str is encoded as UTF-8); ``contflag`` is ``'$'`` (last chunk),
     ``'+'`` (more follow) or ``'#'`` (aborted).  The properties read the
     decoded header values and raise :class:`HeaderParsingError` on invalid
-    ones.
+    ones.  A received chunk also has ``chunk_header`` and
+    :attr:`chunk_footer`, its bytes as they crossed the wire around ``data``
+    (None on chunks made locally).
     """
 
     segment = None  # set on the "virtual" chunks of MSRPTransport.read_chunk(size)
+    # The raw bytes of a received chunk before its body (start line and header lines as received, up to
+    # and including the empty line, or the CRLF before the end-line when there is no body): set by the
+    # parser; None on chunks made locally.
+    chunk_header = None
+    _chunk_footer = None  # set on virtual chunks (read_chunk(size)); otherwise chunk_footer is derived
     # Defaults for the attributes __init__ always sets, so that the parser sets only those that differ.
     method = code = comment = _headers = None
     data = b''
@@ -883,6 +943,29 @@ class MSRPData:
         """Success-Report; ``'no'`` when absent."""
         value = self._value('Success-Report', SuccessReportHeader)
         return 'no' if value is None else value
+
+    @property
+    def chunk_footer(self):
+        """The end-line of a received chunk as bytes, with its CRLF (and the CRLF before it after a body).
+
+        ``chunk_header + data + chunk_footer`` is what crossed the wire.  None
+        for chunks made locally (see :attr:`encoded_footer` for those).  It is
+        made from :attr:`chunk_header` (which tells whether the chunk had a
+        body part), the transaction id and the continuation flag as received.
+        """
+        footer = self._chunk_footer
+        if footer is not None:
+            return footer
+        header = self.chunk_header
+        if header is None:
+            return None
+        tid = header[5:header.index(b' ', 5)]
+        return b''.join((b'\r\n-------' if header.endswith(b'\r\n\r\n') else b'-------', tid,
+                         self.contflag.encode('ascii'), b'\r\n'))
+
+    @chunk_footer.setter
+    def chunk_footer(self, value):
+        self._chunk_footer = value
 
     @property
     def size(self):
@@ -1071,9 +1154,20 @@ def _load_cparser():
         from msrplib import _cparser
     except ImportError:
         return None, bytes.find
-    _cparser.configure(MSRPData, CHUNK_START, BODY, tuple(_END_EVENTS[ord(flag)] for flag in '$+#'),
-                       list(_HEADER_CLASSES_EXACT))
+    _configure_cparser(_cparser)
     return _cparser.scan_chunks, _cparser.find
+
+
+def _configure_cparser(module=None):
+    # Give the C scanner (when loaded) the classes and the known header names, again after an
+    # application header class is registered.  (It takes the first 64 names; a chunk with any other
+    # header name is parsed by the Python code, with the same result.)
+    if module is None:
+        module = sys.modules.get('msrplib._cparser')
+        if module is None or getattr(module, 'configure', None) is None:
+            return
+    module.configure(MSRPData, CHUNK_START, BODY, tuple(_END_EVENTS[ord(flag)] for flag in '$+#'),
+                     list(_HEADER_CLASSES_EXACT))
 
 
 # MSRPParser takes whole, plainly well-formed chunks through _scan_chunks when it is there (see
@@ -1329,12 +1423,14 @@ class MSRPParser:
                 if not startswith(_END_LINE_TAILS, flag_at):
                     raise InvalidEndLine('invalid end-line after %r: %r' %
                                          (chunk.first_line, bytes(buffer[end_line + 2:flag_at + 3])))
+                chunk.chunk_header = buffer[position:end_line + 2]
                 end = _END_EVENTS[buffer[flag_at]]
                 chunk.contflag = end[1]
                 append((CHUNK_START, chunk))
                 append(end)
                 position = flag_at + 3
                 continue
+            chunk.chunk_header = buffer[position:blank + 4]
             append((CHUNK_START, chunk))
             position = blank + 4
             # fast path: the whole body and a valid end-line are in the buffer

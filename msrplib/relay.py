@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from msrplib import MSRPError, digest, tls
 from msrplib.connect import (
-    MSRPTimeout, MSRPConnectTimeout, MSRPConnectError, connect_to, _bind, _close_quietly)
+    ConnectBase, MSRPTimeout, MSRPConnectTimeout, MSRPConnectError, connect_to, _bind, _close_quietly)
 from msrplib.protocol import (
     URI, ConnectInfo, MSRPData, ToPathHeader, FromPathHeader, ExpiresHeader, AuthorizationHeader,
     HeaderParsingError, random_transaction_id)
@@ -166,7 +166,7 @@ def _relay_context(relay):
 
 
 @implementer(IConnector)
-class RelayConnection:
+class RelayConnection(ConnectBase):
     """Connects through a relay: ``RelayConnection(relay, mode, logger=None, use_sessmatch=False)``.
 
     ``mode`` is ``'active'`` (the calling side: :meth:`complete` sends the

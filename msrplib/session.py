@@ -40,11 +40,33 @@ from msrplib.transport import (
 from msrplib.trafficlog import wants_chunks
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
-           'contains_mime_type']
+           'contains_mime_type', 'LocalResponse', 'Response200OK', 'Response408Timeout']
 
 
 class MSRPSessionError(MSRPError):
     """The session cannot do what was asked (e.g. send after it ended)."""
+
+
+class LocalResponse(MSRPTransactionError):
+    """A transaction outcome made on this side, as in the classic API: ``LocalResponse(comment, code)``.
+
+    It has ``code`` and ``comment`` like every :class:`MSRPTransactionError`.
+    The classic module-level instances :data:`Response200OK` and
+    :data:`Response408Timeout` are here for code that imports them.  Note
+    that the response callbacks of this library get their local responses
+    as :class:`~msrplib.protocol.MSRPData` with the same ``code`` (200 or
+    408; see :meth:`MSRPSession.send_chunk`), not as these objects: compare
+    ``response.code``, not identity.
+    """
+
+    def __repr__(self):
+        return '<LocalResponse %s %s>' % (self.code, self.comment)
+
+
+#: the classic local "200 OK" outcome (code 200)
+Response200OK = LocalResponse('OK', 200)
+#: the classic local timeout outcome (code 408)
+Response408Timeout = LocalResponse('Timed out while waiting for transaction response', 408)
 
 
 class SessionState(str, enum.Enum):
@@ -287,7 +309,7 @@ class MSRPSession:
         if response_cb is not None:
             self._expect_response(chunk, response_cb)
         if wants_chunks(self.msrp.logger):
-            self.msrp.logger.sent_chunk(chunk, self.msrp)
+            self.msrp._log_sent(chunk)  # (a logger that raises is logged and ignored)
         return data
 
     def deliver_chunk(self, chunk, event=None):
@@ -442,6 +464,7 @@ class MSRPSession:
                         return
                     continue
             self._writer_idle = not messages
+            self._note_progress()  # all written that could be: shutdown() may be waiting for this
             try:
                 batch = [outgoing.get()]
             finally:
@@ -575,6 +598,7 @@ class MSRPSession:
             if self.expected_responses.get(transaction.chunk.transaction_id) is transaction:
                 del self.expected_responses[transaction.chunk.transaction_id]
                 self._local_response(transaction, 'Request Timeout')
+                self._note_progress()
 
     def _local_response(self, transaction, comment):
         chunk = transaction.chunk
@@ -643,8 +667,15 @@ class MSRPSession:
         if transaction is None:
             self.logger.debug('Ignoring a response to unknown transaction %s' % chunk.transaction_id)
             return
-        self._finish_transaction(transaction)
-        self._call_response_cb(transaction.callback, chunk)
+        if transaction.deadline <= time.monotonic():
+            # Too late: the local timeout response stands, whether or not the timer got to it first
+            # (so RESPONSE_TIMEOUT = 0 gives the local one every time, however fast the peer).
+            self._local_response(transaction, 'Request Timeout')
+            self._finish_transaction(transaction)
+        else:
+            self._finish_transaction(transaction)
+            self._call_response_cb(transaction.callback, chunk)
+        self._note_progress()
 
     def _handle_request(self, chunk):
         method = chunk.method
@@ -792,13 +823,19 @@ class MSRPSession:
     def shutdown(self, sync=True, wait=None):
         """Send what is queued, wait for outstanding responses (up to ``SHUTDOWN_TIMEOUT``), then close.
 
-        With ``sync`` (alias ``wait``) true, return when the session is
-        over; otherwise do it in the background.
+        Only responses that will come are waited for: none for a chunk whose
+        Failure-Report is ``no``, nor for one with ``partial`` (it gets a
+        response only on failure), nor for a REPORT.  Their callbacks get
+        the local response of a closed session (200 for ``no`` and
+        ``partial``).  With ``sync`` (alias ``wait``) true, return when the
+        session is over; otherwise do it in the background.
         """
         if wait is not None:
             sync = wait
         if self.state == SessionState.CONNECTED:
             self.state = SessionState.FLUSHING
+            self._progress = Event()
+            self._done.rawlink(lambda _: self._progress.set())
             job = gevent.spawn(self._shutdown)
         else:
             job = None
@@ -807,10 +844,31 @@ class MSRPSession:
                 job.join()
             self._done.wait()
 
+    # set by shutdown(): an Event that _note_progress() sets whenever something _flushed() looks at may
+    # have changed (a chunk written, a response in or timed out, the session ended)
+    _progress = None
+
+    def _note_progress(self):
+        progress = self._progress
+        if progress is not None:
+            progress.set()
+
+    def _flushed(self):
+        # True when shutdown() has nothing left to wait for: no chunk or message to write, no response
+        # that will come (none comes for Failure-Report no or partial when all goes well, nor for REPORTs).
+        if self._unsent or self._sending_messages:
+            return False
+        for transaction in self.expected_responses.values():
+            if _gets_success_response(transaction.chunk):
+                return False
+        return True
+
     def _shutdown(self):
+        progress = self._progress
         with gevent.Timeout(self.SHUTDOWN_TIMEOUT, False):
-            while not self._done.is_set() and (self._unsent or self.expected_responses or self._sending_messages):
-                self._done.wait(0.01)
+            while not self._done.is_set() and not self._flushed():
+                progress.clear()
+                progress.wait()
         if self.state == SessionState.FLUSHING:
             self.state = SessionState.CLOSING
         self.msrp.loseConnection(wait=False)

@@ -13,6 +13,8 @@ close, :class:`ConnectionLost` for anything else; both are
 """
 
 import collections
+import importlib.util
+import logging
 import socket as _stdlib_socket
 
 import gevent
@@ -40,21 +42,50 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Exceptions
 
-class ConnectionClosed(Exception):
-    """The connection is closed; base of :class:`ConnectionDone` and :class:`ConnectionLost`."""
+def _twisted_errors():
+    # Twisted's ConnectionClosed, ConnectionDone and ConnectionLost when Twisted is installed (found
+    # without importing it), else three times Exception: the bases of the classes below.
+    try:
+        installed = importlib.util.find_spec('twisted') is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed:
+        try:
+            from twisted.internet import error
+        except Exception:  # an installed but broken Twisted: go on without it (any error its import raises)
+            pass
+        else:
+            return error.ConnectionClosed, error.ConnectionDone, error.ConnectionLost
+    return Exception, Exception, Exception
+
+
+_TwistedClosed, _TwistedDone, _TwistedLost = _twisted_errors()
+
+
+class ConnectionClosed(_TwistedClosed):
+    """The connection is closed; base of :class:`ConnectionDone` and :class:`ConnectionLost`.
+
+    When Twisted is installed, these three classes also derive from
+    ``twisted.internet.error``'s classes of the same names, so that classic
+    code such as ``failure.check(ConnectionDone)`` or ``except
+    ConnectionDone`` written with Twisted's classes sees them.  Twisted is
+    not imported when it is not installed, and is not a dependency.
+    """
 
     default_message = 'Connection was closed.'
 
     def __init__(self, *args):
         Exception.__init__(self, *(args or (self.default_message,)))
 
+    __str__ = Exception.__str__  # (not Twisted's, which adds its own message to the arguments)
 
-class ConnectionDone(ConnectionClosed):
+
+class ConnectionDone(ConnectionClosed, _TwistedDone):
     """The connection was closed cleanly (by either side, between chunks)."""
     default_message = 'Connection was closed cleanly.'
 
 
-class ConnectionLost(ConnectionClosed):
+class ConnectionLost(ConnectionClosed, _TwistedLost):
     """The connection was closed in a non-clean fashion (reset, error, cut in mid-chunk)."""
     default_message = 'Connection to the other side was lost in a non-clean fashion.'
 
@@ -611,11 +642,19 @@ class MSRPTransport:
 
     def _log_sent(self, chunk):
         if wants_chunks(self.logger):
-            self.logger.sent_chunk(chunk, self)
+            self._call_logger('sent_chunk', chunk)
 
     def _log_received(self, chunk):
         if wants_chunks(self.logger):
-            self.logger.received_chunk(chunk, self)
+            self._call_logger('received_chunk', chunk)
+
+    def _call_logger(self, method, data):
+        # A logger that raises must not break reading, writing or binding: its error is logged (on the
+        # ``msrplib`` stdlib logger, not through the logger that failed) and the chunk goes on.
+        try:
+            getattr(self.logger, method)(data, self)
+        except Exception:
+            logging.getLogger('msrplib').exception('%s.%s raised (ignored)', type(self.logger).__name__, method)
 
     def write_response(self, chunk, code, comment, wait=True):
         """Answer request ``chunk`` with ``code`` and ``comment`` (nothing if its Failure-Report says so)."""
@@ -661,7 +700,7 @@ class MSRPTransport:
         try:
             self._events.extend(self._parser.feed(data))
         except InvalidStartLine:
-            self.logger.received_illegal_data(data, self)
+            self._call_logger('received_illegal_data', data)
             self._lose(ConnectionLost('Received data that is not MSRP.'))
             return False
         except ChunkParseError as e:
@@ -743,10 +782,15 @@ class MSRPTransport:
         return data
 
     def _segment_out(self):
-        chunk = self._current.copy()
+        current = self._current
+        chunk = current.copy()
         chunk.data = self._take_body()
         self._segment += 1
         chunk.segment = self._segment
+        if current.chunk_header is not None:
+            # the segments of a chunk share its wire bytes: the first one has the head, the last the footer
+            chunk.chunk_header = current.chunk_header if self._segment == 1 else b''
+            chunk.chunk_footer = b''
         chunk.contflag = '+'
         self._adjust_byte_range(chunk)
         self._segment_offset += len(chunk.data)
@@ -769,11 +813,16 @@ class MSRPTransport:
         chunk = self._current
         self._current = None
         if self._segment:
+            original = chunk
+            original.contflag = flag
             chunk = chunk.copy()
             self._segment += 1
             chunk.segment = self._segment
             chunk.data = self._take_body()
             self._adjust_byte_range(chunk)
+            if original.chunk_header is not None:
+                chunk.chunk_header = b''
+                chunk.chunk_footer = original.chunk_footer
         else:
             chunk.data = self._take_body()
         chunk.contflag = flag
