@@ -6,9 +6,7 @@
   exists in test/ (the suite runs it).
 - ``gnutls-credentials``: a duck-typed GnuTLS-style credentials object
   (``.cert``/``.key``/``.trusted`` with ``export()``, ``.verify_peer``) must
-  be accepted by msrplib.tls (server and client contexts).  In a tree
-  without that support (before branch h16b is merged) the row is skipped,
-  with a TODO.
+  be accepted by msrplib.tls (server and client contexts).
 """
 
 import ast
@@ -141,22 +139,10 @@ class _GnuTLSStyleCredentials:
         self.verify_peer = verify_peer
 
 
-def gnutls_style_supported():
-    """True when msrplib.tls builds server and client contexts from GnuTLS-style credentials."""
+def check_gnutls_credentials(number, status):
+    assert status == 'same', 'line %d: the GnuTLS-style credentials row is checked as "same"' % number
     from msrplib import tls
     own = tls.TLSCredentials.ephemeral()
     credentials = _GnuTLSStyleCredentials(own.cert_pem.decode('ascii'), own.key_pem.decode('ascii'))
-    try:
-        tls.server_context(credentials)
-        tls.client_context(credentials)
-    except TypeError:
-        return False
-    return True
-
-
-def check_gnutls_credentials(number, status):
-    assert status == 'same', 'line %d: the GnuTLS-style credentials row is checked as "same"' % number
-    if not gnutls_style_supported():
-        # TODO(coordinator): the support comes with branch h16b (issue 16 point 7); until it is merged msrplib.tls
-        # refuses such objects with TypeError and this row cannot be checked.  After the merge it is.
-        pytest.skip('line %d: GnuTLS-style credentials are not in this tree yet (branch h16b)' % number)
+    tls.server_context(credentials)  # raise (TypeError before GnuTLS-style support) if refused
+    tls.client_context(credentials)

@@ -15,8 +15,8 @@ order it does it, with nothing adapted to this library.
     offset, and the received file checked against the selector's hash.
 
 Both run over loopback: plain TCP, TLS with msrplib's own credentials, and
-TLS with GnuTLS-style credential objects (skipped until that support is
-merged, see :func:`gnutls_style_credential_pair`).  All the connection setup
+TLS with GnuTLS-style credential objects (see
+:func:`gnutls_style_credential_pair`).  All the connection setup
 is in :func:`connect_endpoints`, parametrized by ``tls``, with no change to
 the replayed calls.
 """
@@ -89,17 +89,8 @@ def connect_endpoints(tls, caller_sdp_lines, make_answer_lines):
 
 
 def gnutls_style_credential_pair():
-    """(caller's, callee's) GnuTLS-style credentials: certificates from one CA, trusted by both sides.
-
-    Made by test/gnutls_style.py, the helper that comes with the support for such credentials (issue 16
-    point 7, branch h16b).
-    """
-    try:
-        from gnutls_style import make_gnutls_pair
-    except ImportError:
-        # TODO(coordinator): GnuTLS-style credentials and test/gnutls_style.py come with branch h16b; once it
-        # is merged this variant runs (and test_compatibility.py asks for its row to be marked "same").
-        pytest.skip('GnuTLS-style credentials are not in this tree yet (branch h16b)')
+    """(caller's, callee's) GnuTLS-style credentials: certificates from one CA, trusted by both sides."""
+    from gnutls_style import make_gnutls_pair
     return make_gnutls_pair()
 
 
