@@ -128,19 +128,12 @@ def parse_path(text):
     Returns the list of :class:`~msrplib.protocol.URI`; raises
     :class:`CommandError` (status 2) for anything that is not a usable path.
     """
-    text = text.strip()
-    for prefix in ('a=path:', 'path:'):
-        if text.lower().startswith(prefix):
-            text = text[len(prefix):]
-    items = text.split()
-    if not items:
+    if not text.strip() or text.strip().lower() in ('path:', 'a=path:'):
         raise _usage_error('bad path: no URI given')
-    path = []
-    for item in items:
-        try:
-            path.append(URI.parse(item))
-        except ParsingError as e:
-            raise _usage_error('bad URI: %s' % (e,))
+    try:
+        path = URI.parse_path(text)
+    except ParsingError as e:
+        raise _usage_error('bad URI: %s' % (e,))
     if not path[-1].session_id:
         raise _usage_error('bad path: the last URI %s has no session-id' % (path[-1],))
     for uri in path:
