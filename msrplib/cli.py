@@ -36,7 +36,7 @@ from msrplib.protocol import URI, ByteRange, ByteRangeHeader, HeaderParsingError
 from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPAuthTimeout, MSRPRelayAuthError, MSRPRelaySettings
 from msrplib.sdp import FILE_HASH_ALGORITHMS, FileSelector, SDPError
 from msrplib.session import GreenMSRPSession, MSRPSessionError
-from msrplib.trafficlog import Logger
+from msrplib.trafficlog import Logger, escape_controls
 from msrplib.transport import ConnectionClosed, MSRPTransactionError, make_report
 
 __all__ = ['main', 'EXIT_OK', 'EXIT_USAGE', 'EXIT_CONNECT', 'EXIT_AUTH', 'EXIT_TLS', 'EXIT_TRANSFER',
@@ -93,24 +93,26 @@ def _usage_error(message):
 
 
 def _out(line):
-    sys.stdout.write(line + '\n')
+    sys.stdout.write(escape_controls(line) + '\n')
     sys.stdout.flush()
 
 
 def _note(line):
-    sys.stderr.write('%s: %s\n' % (_PROG, line))
+    sys.stderr.write('%s: %s\n' % (_PROG, escape_controls(line)))
     sys.stderr.flush()
 
 
-_UNPRINTABLE = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+class _EscapingFormatter(logging.Formatter):
+    # Log records (the traffic log, the library's warnings) may carry a peer's bytes: escaped like every line.
+
+    def format(self, record):
+        return escape_controls(logging.Formatter.format(self, record))
 
 
 def printable(text):
     """``text`` safe for a terminal: control characters (escape sequences, bidi overrides) become ``\\xNN``;
     line breaks are kept, continuation lines indented by two spaces."""
-    text = text.replace('\r\n', '\n')
-    text = _UNPRINTABLE.sub(lambda m: '\\x%02x' % ord(m.group()) if ord(m.group()) < 0x100 else
-                            '\\u%04x' % ord(m.group()), text)
+    text = escape_controls(text.replace('\r\n', '\n'))
     return text.replace('\n', '\n  ')
 
 
@@ -285,7 +287,7 @@ def build_parser():
 
 def _configure_logging(log_traffic):
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter('%(message)s' if log_traffic else _PROG + ': %(message)s'))
+    handler.setFormatter(_EscapingFormatter('%(message)s' if log_traffic else _PROG + ': %(message)s'))
     msrp_logger = logging.getLogger('msrplib.cli')
     msrp_logger.handlers[:] = [handler]
     msrp_logger.propagate = False
