@@ -35,7 +35,7 @@ from msrplib.message import IncomingMessage, MessageAssembler
 from msrplib.protocol import URI, ByteRange, ByteRangeHeader, HeaderParsingError, ParsingError
 from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPAuthTimeout, MSRPRelayAuthError, MSRPRelaySettings
 from msrplib.sdp import FILE_HASH_ALGORITHMS, FileSelector, SDPError
-from msrplib.session import GreenMSRPSession, MSRPSessionError
+from msrplib.session import GreenMSRPSession, MSRPSessionError, SessionState
 from msrplib.trafficlog import Logger, escape_controls
 from msrplib.transport import ConnectionClosed, MSRPTransactionError, make_report
 
@@ -68,6 +68,8 @@ DEFAULT_MAX_SIZE = 4 * 1024 ** 3
 MAX_NAME_BYTES = 200
 #: How long ``listen`` flushes its sessions when it stops.
 STOP_TIMEOUT = 5.0
+#: After SIGINT/SIGTERM, how long ``send``/``sendfile``/``chat`` may spend telling the peer (the ``#`` abort chunk).
+INTERRUPT_GRACE = 0.3
 
 _PROG = 'msrp'
 
@@ -285,6 +287,24 @@ def build_parser():
 # Process setup: logging, timeouts, signals
 
 
+class _CommandLogger(Logger):
+    """The command's logger: a peer that starts a TLS handshake on a plain connection is named as such."""
+
+    tls_peer = None   # the address of the last peer whose "illegal data" was a TLS record
+
+    def received_illegal_data(self, data, transport):
+        if bytes(data[:2]) in _TLS_RECORD_STARTS:
+            peer = transport.getPeer() if hasattr(transport, 'getPeer') else None
+            self.tls_peer = '%s:%s' % (peer.host, peer.port) if peer is not None else '?'
+            self.warning('a peer at %s speaks TLS (msrps), but this side speaks plain msrp: it must be given '
+                         'the msrp:// path', self.tls_peer)
+            return
+        Logger.received_illegal_data(self, data, transport)
+
+
+_TLS_RECORD_STARTS = (b'\x16\x03', b'\x15\x03')   # a TLS handshake or alert record
+
+
 def _configure_logging(log_traffic):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_EscapingFormatter('%(message)s' if log_traffic else _PROG + ': %(message)s'))
@@ -292,7 +312,7 @@ def _configure_logging(log_traffic):
     msrp_logger.handlers[:] = [handler]
     msrp_logger.propagate = False
     msrp_logger.setLevel(logging.INFO if log_traffic else logging.WARNING)
-    return Logger(log_traffic=log_traffic, logger=msrp_logger)
+    return _CommandLogger(log_traffic=log_traffic, logger=msrp_logger)
 
 
 _TIMEOUT_CLASSES = (MSRPConnectTimeout, MSRPIncomingConnectTimeout, MSRPBindSessionTimeout, MSRPAuthTimeout)
@@ -374,31 +394,62 @@ def connect(args, logger):
         first = path[0]
         local_uri = URI(host=_local_host_for(first) or '127.0.0.1', port=0, use_tls=first.use_tls)
     try:
-        with _establishing():
+        with _establishing(tls_expected=path[0].use_tls if relay is None else None):
             connector.prepare(local_uri)
             return connector.complete(path)
     finally:
         connector.cleanup()
 
 
+_HANDSHAKE_DROPPED = ('EOF', 'Connection reset', 'WRONG_VERSION_NUMBER', 'wrong version number',
+                      'PACKET_LENGTH_TOO_LONG', 'record layer failure', 'UNKNOWN_PROTOCOL')
+
+
 @contextlib.contextmanager
-def _establishing():
-    # Turn the errors of prepare()/complete() into exit statuses.
+def _establishing(tls_expected=None):
+    # Turn the errors of prepare()/complete() into exit statuses.  ``tls_expected``: the scheme of the first hop
+    # when connecting directly (True msrps, False msrp), to say so when the peer seems to speak the other one.
     try:
         yield
+    except MSRPConnectError as e:
+        reason = str(getattr(e, 'reason', e))
+        if tls_expected and any(text in reason for text in _HANDSHAKE_DROPPED):
+            raise CommandError('%s: the TLS handshake failed; the peer probably speaks plain msrp, not msrps (TLS) '
+                               'as this path says: use its msrp:// path' % (e,), EXIT_CONNECT)
+        raise CommandError(str(e), EXIT_CONNECT)
+    except ConnectionClosed as e:
+        if tls_expected is False:
+            raise CommandError('the peer closed the connection at the binding (%s): it probably speaks msrps (TLS), '
+                               'not plain msrp as this path says: use its msrps:// path'
+                               % (e or type(e).__name__,), EXIT_CONNECT)
+        raise CommandError('the connection closed while binding the session: %s' % (e or type(e).__name__),
+                           EXIT_CONNECT)
     except MSRPRelayAuthError as e:
         raise CommandError('relay authentication failed: %s' % (e,), EXIT_AUTH)
     except MSRPCertificateError as e:
         raise CommandError('TLS certificate error: %s' % (e,), EXIT_TLS)
     except MSRPBindError as e:
         raise CommandError(str(e), EXIT_CONNECT)
-    except (MSRPConnectError, MSRPTimeout) as e:
+    except MSRPTimeout as e:
         raise CommandError(str(e), EXIT_CONNECT)
     except MSRPTransactionError as e:
         raise CommandError('the peer refused the session: %s %s' % (e.code, e.comment), EXIT_CONNECT)
-    except ConnectionClosed as e:
-        raise CommandError('the connection closed while binding the session: %s' % (e or type(e).__name__),
-                           EXIT_CONNECT)
+
+
+def _peer_failure(error, logger, listener):
+    """The line ``listen``/``chat`` print when a peer failed to connect or bind."""
+    if isinstance(logger, _CommandLogger) and logger.tls_peer is not None:
+        logger.tls_peer = None
+        return None   # already said: the peer speaks TLS to a plain listener
+    reason = str(getattr(error, 'reason', error))
+    if isinstance(error, MSRPConnectError) and listener.args.tls and any(
+            text in reason for text in ('WRONG_VERSION_NUMBER', 'wrong version number', 'HTTP_REQUEST',
+                                        'UNKNOWN_PROTOCOL', 'record layer failure')):
+        return ('a peer connected with plain msrp, but this listener speaks msrps (TLS): it must be given the '
+                'msrps:// path (%s)' % (reason,))
+    if isinstance(error, MSRPIncomingConnectTimeout):
+        return 'a peer connected but did not complete the TLS handshake within %s s' % (listener.args.timeout,)
+    return 'a peer failed to connect: %s' % (error,)
 
 
 def _peer_of(transport):
@@ -636,6 +687,13 @@ def _report(session, message, code, comment):
 
 
 def _check_save_dir(directory):
+    if not os.path.lexists(directory):
+        try:
+            os.makedirs(directory)
+        except OSError as e:
+            raise _usage_error('--save-dir %s does not exist and cannot be created: %s'
+                               % (directory, e.strerror or e))
+        _note('created the directory %s' % (directory,))
     if not os.path.isdir(directory):
         raise _usage_error('--save-dir %s: not a directory' % (directory,))
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -692,7 +750,9 @@ class _Listener:
         except (MSRPConnectError, MSRPTimeout, MSRPTransactionError, ConnectionClosed) as e:
             if self.relay is not None and not isinstance(e, MSRPTransactionError):
                 raise CommandError('relay connection lost: %s' % (e,), EXIT_CONNECT)
-            _note('a peer failed to connect: %s' % (e,))
+            line = _peer_failure(e, self.logger, self)
+            if line is not None:
+                _note(line)
             return None
         finally:
             acceptor.cleanup()
@@ -782,6 +842,9 @@ def cmd_send(args, logger):
 
 
 def _shutdown(session):
+    if sys.exc_info()[0] is Interrupted:   # Ctrl-C: do not wait for the peer any more
+        session.msrp.loseConnection(wait=False)
+        return
     with gevent.Timeout(STOP_TIMEOUT, False):
         session.shutdown()
     session.msrp.loseConnection(wait=False)
@@ -790,7 +853,8 @@ def _shutdown(session):
 def _progress_bar(total, name, disabled):
     from tqdm import tqdm
     tqdm.monitor_interval = 0  # no monitor thread: the bar is updated from greenlets only
-    return tqdm(total=total, desc=name, unit='B', unit_scale=True, unit_divisor=1024, file=sys.stderr,
+    # unit 'iB' with the divisor 1024: tqdm writes KiB, MiB, MiB/s (binary prefixes for binary multiples)
+    return tqdm(total=total, desc=name, unit='iB', unit_scale=True, unit_divisor=1024, file=sys.stderr,
                 disable=True if disabled else None, leave=True, dynamic_ncols=True)
 
 
@@ -806,7 +870,7 @@ def cmd_sendfile(args, logger):
         name = args.name or os.path.basename(args.file)
         session = GreenMSRPSession(connect(args, logger))
         bar = _progress_bar(size, name, args.no_progress)
-        shown = not bar.disable   # disable=None: on a terminal (close() sets it to True)
+        message = None
         try:
             def progress(message):
                 bar.update(message.bytes_acknowledged - bar.n)
@@ -817,16 +881,41 @@ def cmd_sendfile(args, logger):
                                             name=name)
             except MSRPSessionError as e:
                 raise CommandError('file not sent: %s' % (e,), EXIT_TRANSFER)
-            _wait_delivered(message, args.timeout)
+            _wait_delivered(session, message, args.timeout)
+        except Interrupted:
+            bar.close()
+            _abort(session, message)
+            raise
         finally:
             bar.close()
             _shutdown(session)
-    if shown:
-        _note('delivered %s (%d bytes)' % (name, size))
+    _note('delivered %s (%d bytes)' % (name, size))
     return EXIT_OK
 
 
-def _wait_delivered(message, report_timeout):
+def _abort(session, message):
+    """Ctrl-C: end ``message`` with ``#`` (the peer drops it) and close, within :data:`INTERRUPT_GRACE`."""
+    if message is not None:
+        message.abort()
+        with gevent.Timeout(INTERRUPT_GRACE, False):
+            with contextlib.suppress(MSRPTransactionError):
+                message.wait()   # fails (aborted) once the '#' chunk is made; the writer sends it next
+            gevent.sleep(0)      # let the writer put the '#' on the wire
+    with gevent.Timeout(INTERRUPT_GRACE, False):
+        session.msrp.loseConnection(wait=False)
+
+
+def _not_delivered(session, message, error):
+    code = error.code if error.code is not None else '?'
+    if code == 408 and session.state != SessionState.CONNECTED:
+        # the local 408 of a session that ended: what the user needs to know is that the peer went away
+        return CommandError('file not delivered: the peer closed the connection (%d of %s bytes acknowledged)'
+                            % (message.bytes_acknowledged, message.size if message.size is not None else '?'),
+                            EXIT_TRANSFER)
+    return CommandError('file not delivered: %s %s' % (code, error.comment or ''), EXIT_TRANSFER)
+
+
+def _wait_delivered(session, message, report_timeout):
     """Wait for ``message``'s outcome; once every byte is acknowledged the REPORT must come within the timeout."""
     while True:
         try:
@@ -835,15 +924,14 @@ def _wait_delivered(message, report_timeout):
         except gevent.Timeout:
             pass
         except MSRPTransactionError as e:
-            code = e.code if e.code is not None else '?'
-            raise CommandError('file not delivered: %s %s' % (code, e.comment or ''), EXIT_TRANSFER)
+            raise _not_delivered(session, message, e)
         if message.size is not None and message.bytes_acknowledged >= message.size:
             with contextlib.suppress(gevent.Timeout):
                 try:
                     message.wait(timeout=report_timeout)
                     return
                 except MSRPTransactionError as e:
-                    raise CommandError('file not delivered: %s %s' % (e.code, e.comment or ''), EXIT_TRANSFER)
+                    raise _not_delivered(session, message, e)
             raise CommandError('no Success-Report from the receiver within %s s (try --no-success-report)'
                                % (report_timeout,), EXIT_TRANSFER)
 
@@ -944,6 +1032,8 @@ def main(argv=None):
         _note(str(e))
         return e.status
     except (Interrupted, KeyboardInterrupt):
+        if interrupted_status == EXIT_INTERRUPTED:
+            _note('interrupted')
         return interrupted_status
     except BrokenPipeError:
         return EXIT_TRANSFER
