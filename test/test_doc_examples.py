@@ -94,7 +94,8 @@ def parse_page(path):
                 while end < len(lines) and lines[end].strip() != '-->':
                     end += 1
                 if end == len(lines):
-                    raise PageError('%s:%d: doc-test %s comment is not closed by a "-->" line' % (path, index + 1, name))
+                    raise PageError('%s:%d: doc-test %s comment is not closed by a "-->" line'
+                                    % (path, index + 1, name))
                 if name == 'setup':
                     pending.append(Block(name, number + 1, start + 1, '\n'.join(lines[start:end])))
                 elif not blocks or pending or skip:
