@@ -294,7 +294,10 @@ class _CommandLogger(Logger):
 
     def received_illegal_data(self, data, transport):
         if bytes(data[:2]) in _TLS_RECORD_STARTS:
-            peer = transport.getPeer() if hasattr(transport, 'getPeer') else None
+            try:
+                peer = transport.getPeer()
+            except (AttributeError, OSError):
+                peer = None
             self.tls_peer = '%s:%s' % (peer.host, peer.port) if peer is not None else '?'
             self.warning('a peer at %s speaks TLS (msrps), but this side speaks plain msrp: it must be given '
                          'the msrp:// path', self.tls_peer)
@@ -842,8 +845,11 @@ def cmd_send(args, logger):
 
 
 def _shutdown(session):
-    if sys.exc_info()[0] is Interrupted:   # Ctrl-C: do not wait for the peer any more
-        session.msrp.loseConnection(wait=False)
+    if sys.exc_info()[0] is Interrupted:
+        # Ctrl-C: no waiting for the peer; the flush of what is written is bounded too (a stalled peer may
+        # have filled the socket: the process then exits and the kernel closes it)
+        with gevent.Timeout(INTERRUPT_GRACE, False):
+            session.msrp.loseConnection(wait=False)
         return
     with gevent.Timeout(STOP_TIMEOUT, False):
         session.shutdown()
@@ -894,15 +900,13 @@ def cmd_sendfile(args, logger):
 
 
 def _abort(session, message):
-    """Ctrl-C: end ``message`` with ``#`` (the peer drops it) and close, within :data:`INTERRUPT_GRACE`."""
+    """Ctrl-C: end ``message`` with ``#`` (the peer drops it), waiting at most :data:`INTERRUPT_GRACE`."""
     if message is not None:
         message.abort()
         with gevent.Timeout(INTERRUPT_GRACE, False):
             with contextlib.suppress(MSRPTransactionError):
                 message.wait()   # fails (aborted) once the '#' chunk is made; the writer sends it next
             gevent.sleep(0)      # let the writer put the '#' on the wire
-    with gevent.Timeout(INTERRUPT_GRACE, False):
-        session.msrp.loseConnection(wait=False)
 
 
 def _not_delivered(session, message, error):
