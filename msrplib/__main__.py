@@ -87,13 +87,14 @@ def _run(run_demo, *args, **kwargs):
     import gevent
     from msrplib import MSRPError
     from msrplib.cli import EXIT_CONNECT, EXIT_INTERRUPTED, EXIT_TRANSFER
+    from msrplib.transport import ConnectionClosed
     try:
         return run_demo(*args, **kwargs)
     except MSRPError as e:
         sys.stderr.write('msrp: demo failed: %s\n' % (e,))
         return EXIT_CONNECT if not getattr(e, 'code', None) else EXIT_TRANSFER
-    except OSError as e:
-        sys.stderr.write('msrp: demo failed: %s\n' % (e,))
+    except (OSError, ConnectionClosed) as e:
+        sys.stderr.write('msrp: demo failed: %s\n' % (e or type(e).__name__,))
         return EXIT_CONNECT
     except gevent.Timeout as e:
         sys.stderr.write('msrp: demo failed: it took longer than %s\n' % (e,))
