@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from msrplib import __version__
+from msrplib.cli import _positive_float, _positive_int
 from msrplib.protocol import MSRPParser, CHUNK_START, BODY, CHUNK_END
 
 RFC4975_EXAMPLE = (
@@ -63,8 +64,11 @@ def main(argv=None):
     commands = parser.add_subparsers(dest='command')
     demo = commands.add_parser('demo', help='a live chat and a large message between two endpoints on loopback')
     demo.add_argument('--tls', action='store_true', help='use msrps (TLS) with a fingerprint check')
-    demo.add_argument('--size', type=int, default=3 * 1024 * 1024, help='size of the large message in bytes')
+    demo.add_argument('--size', type=_positive_int, default=3 * 1024 * 1024,
+                      help='size of the large message in bytes (default %(default)s)')
     demo.add_argument('--host', default='127.0.0.1', help='loopback address to use (e.g. ::1)')
+    demo.add_argument('--timeout', type=_positive_float, default=30.0,
+                      help='seconds the whole demo may take (default %(default)s)')
     commands.add_parser('decode', help="parse RFC 4975's example exchange and print it")
     for name in CLI_COMMANDS:  # listed for --help; handled by msrplib.cli above
         commands.add_parser(name, help='the msrp command: python -m msrplib %s --help' % name)
@@ -74,8 +78,30 @@ def main(argv=None):
         return 0
     from msrplib.demo import run_demo
     if args.command is None:
-        return run_demo(sys.stdout)
-    return run_demo(sys.stdout, use_tls=args.tls, size=args.size, host=args.host)
+        return _run(run_demo, sys.stdout)
+    return _run(run_demo, sys.stdout, use_tls=args.tls, size=args.size, host=args.host, timeout=args.timeout)
+
+
+def _run(run_demo, *args, **kwargs):
+    # The demo's failures end it with one line on stderr and the msrp command's exit statuses, never a traceback.
+    import gevent
+    from msrplib import MSRPError
+    from msrplib.cli import EXIT_CONNECT, EXIT_INTERRUPTED, EXIT_TRANSFER
+    from msrplib.transport import ConnectionClosed
+    try:
+        return run_demo(*args, **kwargs)
+    except MSRPError as e:
+        sys.stderr.write('msrp: demo failed: %s\n' % (e,))
+        return EXIT_CONNECT if not getattr(e, 'code', None) else EXIT_TRANSFER
+    except (OSError, ConnectionClosed) as e:
+        sys.stderr.write('msrp: demo failed: %s\n' % (e or type(e).__name__,))
+        return EXIT_CONNECT
+    except gevent.Timeout as e:
+        sys.stderr.write('msrp: demo failed: it took longer than %s\n' % (e,))
+        return EXIT_TRANSFER
+    except KeyboardInterrupt:
+        sys.stderr.write('msrp: interrupted\n')
+        return EXIT_INTERRUPTED
 
 
 if __name__ == '__main__':

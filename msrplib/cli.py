@@ -35,8 +35,8 @@ from msrplib.message import IncomingMessage, MessageAssembler
 from msrplib.protocol import URI, ByteRange, ByteRangeHeader, HeaderParsingError, ParsingError
 from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPAuthTimeout, MSRPRelayAuthError, MSRPRelaySettings
 from msrplib.sdp import FILE_HASH_ALGORITHMS, FileSelector, SDPError
-from msrplib.session import GreenMSRPSession, MSRPSessionError
-from msrplib.trafficlog import Logger
+from msrplib.session import GreenMSRPSession, MSRPSessionError, SessionState
+from msrplib.trafficlog import Logger, escape_controls
 from msrplib.transport import ConnectionClosed, MSRPTransactionError, make_report
 
 __all__ = ['main', 'EXIT_OK', 'EXIT_USAGE', 'EXIT_CONNECT', 'EXIT_AUTH', 'EXIT_TLS', 'EXIT_TRANSFER',
@@ -68,6 +68,8 @@ DEFAULT_MAX_SIZE = 4 * 1024 ** 3
 MAX_NAME_BYTES = 200
 #: How long ``listen`` flushes its sessions when it stops.
 STOP_TIMEOUT = 5.0
+#: After SIGINT/SIGTERM, how long ``send``/``sendfile``/``chat`` may spend telling the peer (the ``#`` abort chunk).
+INTERRUPT_GRACE = 0.3
 
 _PROG = 'msrp'
 
@@ -93,24 +95,26 @@ def _usage_error(message):
 
 
 def _out(line):
-    sys.stdout.write(line + '\n')
+    sys.stdout.write(escape_controls(line) + '\n')
     sys.stdout.flush()
 
 
 def _note(line):
-    sys.stderr.write('%s: %s\n' % (_PROG, line))
+    sys.stderr.write('%s: %s\n' % (_PROG, escape_controls(line)))
     sys.stderr.flush()
 
 
-_UNPRINTABLE = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+class _EscapingFormatter(logging.Formatter):
+    # Log records (the traffic log, the library's warnings) may carry a peer's bytes: escaped like every line.
+
+    def format(self, record):
+        return escape_controls(logging.Formatter.format(self, record))
 
 
 def printable(text):
     """``text`` safe for a terminal: control characters (escape sequences, bidi overrides) become ``\\xNN``;
     line breaks are kept, continuation lines indented by two spaces."""
-    text = text.replace('\r\n', '\n')
-    text = _UNPRINTABLE.sub(lambda m: '\\x%02x' % ord(m.group()) if ord(m.group()) < 0x100 else
-                            '\\u%04x' % ord(m.group()), text)
+    text = escape_controls(text.replace('\r\n', '\n'))
     return text.replace('\n', '\n  ')
 
 
@@ -128,19 +132,12 @@ def parse_path(text):
     Returns the list of :class:`~msrplib.protocol.URI`; raises
     :class:`CommandError` (status 2) for anything that is not a usable path.
     """
-    text = text.strip()
-    for prefix in ('a=path:', 'path:'):
-        if text.lower().startswith(prefix):
-            text = text[len(prefix):]
-    items = text.split()
-    if not items:
+    if not text.strip() or text.strip().lower() in ('path:', 'a=path:'):
         raise _usage_error('bad path: no URI given')
-    path = []
-    for item in items:
-        try:
-            path.append(URI.parse(item))
-        except ParsingError as e:
-            raise _usage_error('bad URI: %s' % (e,))
+    try:
+        path = URI.parse_path(text)
+    except ParsingError as e:
+        raise _usage_error('bad URI: %s' % (e,))
     if not path[-1].session_id:
         raise _usage_error('bad path: the last URI %s has no session-id' % (path[-1],))
     for uri in path:
@@ -290,14 +287,35 @@ def build_parser():
 # Process setup: logging, timeouts, signals
 
 
+class _CommandLogger(Logger):
+    """The command's logger: a peer that starts a TLS handshake on a plain connection is named as such."""
+
+    tls_peer = None   # the address of the last peer whose "illegal data" was a TLS record
+
+    def received_illegal_data(self, data, transport):
+        if bytes(data[:2]) in _TLS_RECORD_STARTS:
+            try:
+                peer = transport.getPeer()
+            except (AttributeError, OSError):
+                peer = None
+            self.tls_peer = '%s:%s' % (peer.host, peer.port) if peer is not None else '?'
+            self.warning('a peer at %s speaks TLS (msrps), but this side speaks plain msrp: it must be given '
+                         'the msrp:// path', self.tls_peer)
+            return
+        Logger.received_illegal_data(self, data, transport)
+
+
+_TLS_RECORD_STARTS = (b'\x16\x03', b'\x15\x03')   # a TLS handshake or alert record
+
+
 def _configure_logging(log_traffic):
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter('%(message)s' if log_traffic else _PROG + ': %(message)s'))
+    handler.setFormatter(_EscapingFormatter('%(message)s' if log_traffic else _PROG + ': %(message)s'))
     msrp_logger = logging.getLogger('msrplib.cli')
     msrp_logger.handlers[:] = [handler]
     msrp_logger.propagate = False
     msrp_logger.setLevel(logging.INFO if log_traffic else logging.WARNING)
-    return Logger(log_traffic=log_traffic, logger=msrp_logger)
+    return _CommandLogger(log_traffic=log_traffic, logger=msrp_logger)
 
 
 _TIMEOUT_CLASSES = (MSRPConnectTimeout, MSRPIncomingConnectTimeout, MSRPBindSessionTimeout, MSRPAuthTimeout)
@@ -379,31 +397,62 @@ def connect(args, logger):
         first = path[0]
         local_uri = URI(host=_local_host_for(first) or '127.0.0.1', port=0, use_tls=first.use_tls)
     try:
-        with _establishing():
+        with _establishing(tls_expected=path[0].use_tls if relay is None else None):
             connector.prepare(local_uri)
             return connector.complete(path)
     finally:
         connector.cleanup()
 
 
+_HANDSHAKE_DROPPED = ('EOF', 'Connection reset', 'WRONG_VERSION_NUMBER', 'wrong version number',
+                      'PACKET_LENGTH_TOO_LONG', 'record layer failure', 'UNKNOWN_PROTOCOL')
+
+
 @contextlib.contextmanager
-def _establishing():
-    # Turn the errors of prepare()/complete() into exit statuses.
+def _establishing(tls_expected=None):
+    # Turn the errors of prepare()/complete() into exit statuses.  ``tls_expected``: the scheme of the first hop
+    # when connecting directly (True msrps, False msrp), to say so when the peer seems to speak the other one.
     try:
         yield
+    except MSRPConnectError as e:
+        reason = str(getattr(e, 'reason', e))
+        if tls_expected and any(text in reason for text in _HANDSHAKE_DROPPED):
+            raise CommandError('%s: the TLS handshake failed; the peer probably speaks plain msrp, not msrps (TLS) '
+                               'as this path says: use its msrp:// path' % (e,), EXIT_CONNECT)
+        raise CommandError(str(e), EXIT_CONNECT)
+    except ConnectionClosed as e:
+        if tls_expected is False:
+            raise CommandError('the peer closed the connection at the binding (%s): it probably speaks msrps (TLS), '
+                               'not plain msrp as this path says: use its msrps:// path'
+                               % (e or type(e).__name__,), EXIT_CONNECT)
+        raise CommandError('the connection closed while binding the session: %s' % (e or type(e).__name__),
+                           EXIT_CONNECT)
     except MSRPRelayAuthError as e:
         raise CommandError('relay authentication failed: %s' % (e,), EXIT_AUTH)
     except MSRPCertificateError as e:
         raise CommandError('TLS certificate error: %s' % (e,), EXIT_TLS)
     except MSRPBindError as e:
         raise CommandError(str(e), EXIT_CONNECT)
-    except (MSRPConnectError, MSRPTimeout) as e:
+    except MSRPTimeout as e:
         raise CommandError(str(e), EXIT_CONNECT)
     except MSRPTransactionError as e:
         raise CommandError('the peer refused the session: %s %s' % (e.code, e.comment), EXIT_CONNECT)
-    except ConnectionClosed as e:
-        raise CommandError('the connection closed while binding the session: %s' % (e or type(e).__name__),
-                           EXIT_CONNECT)
+
+
+def _peer_failure(error, logger, listener):
+    """The line ``listen``/``chat`` print when a peer failed to connect or bind."""
+    if isinstance(logger, _CommandLogger) and logger.tls_peer is not None:
+        logger.tls_peer = None
+        return None   # already said: the peer speaks TLS to a plain listener
+    reason = str(getattr(error, 'reason', error))
+    if isinstance(error, MSRPConnectError) and listener.args.tls and any(
+            text in reason for text in ('WRONG_VERSION_NUMBER', 'wrong version number', 'HTTP_REQUEST',
+                                        'UNKNOWN_PROTOCOL', 'record layer failure')):
+        return ('a peer connected with plain msrp, but this listener speaks msrps (TLS): it must be given the '
+                'msrps:// path (%s)' % (reason,))
+    if isinstance(error, MSRPIncomingConnectTimeout):
+        return 'a peer connected but did not complete the TLS handshake within %s s' % (listener.args.timeout,)
+    return 'a peer failed to connect: %s' % (error,)
 
 
 def _peer_of(transport):
@@ -641,6 +690,13 @@ def _report(session, message, code, comment):
 
 
 def _check_save_dir(directory):
+    if not os.path.lexists(directory):
+        try:
+            os.makedirs(directory)
+        except OSError as e:
+            raise _usage_error('--save-dir %s does not exist and cannot be created: %s'
+                               % (directory, e.strerror or e))
+        _note('created the directory %s' % (directory,))
     if not os.path.isdir(directory):
         raise _usage_error('--save-dir %s: not a directory' % (directory,))
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -697,7 +753,9 @@ class _Listener:
         except (MSRPConnectError, MSRPTimeout, MSRPTransactionError, ConnectionClosed) as e:
             if self.relay is not None and not isinstance(e, MSRPTransactionError):
                 raise CommandError('relay connection lost: %s' % (e,), EXIT_CONNECT)
-            _note('a peer failed to connect: %s' % (e,))
+            line = _peer_failure(e, self.logger, self)
+            if line is not None:
+                _note(line)
             return None
         finally:
             acceptor.cleanup()
@@ -787,6 +845,12 @@ def cmd_send(args, logger):
 
 
 def _shutdown(session):
+    if sys.exc_info()[0] is Interrupted:
+        # Ctrl-C: no waiting for the peer; the flush of what is written is bounded too (a stalled peer may
+        # have filled the socket: the process then exits and the kernel closes it)
+        with gevent.Timeout(INTERRUPT_GRACE, False):
+            session.msrp.loseConnection(wait=False)
+        return
     with gevent.Timeout(STOP_TIMEOUT, False):
         session.shutdown()
     session.msrp.loseConnection(wait=False)
@@ -795,7 +859,8 @@ def _shutdown(session):
 def _progress_bar(total, name, disabled):
     from tqdm import tqdm
     tqdm.monitor_interval = 0  # no monitor thread: the bar is updated from greenlets only
-    return tqdm(total=total, desc=name, unit='B', unit_scale=True, unit_divisor=1024, file=sys.stderr,
+    # unit 'iB' with the divisor 1024: tqdm writes KiB, MiB, MiB/s (binary prefixes for binary multiples)
+    return tqdm(total=total, desc=name, unit='iB', unit_scale=True, unit_divisor=1024, file=sys.stderr,
                 disable=True if disabled else None, leave=True, dynamic_ncols=True)
 
 
@@ -811,7 +876,7 @@ def cmd_sendfile(args, logger):
         name = args.name or os.path.basename(args.file)
         session = GreenMSRPSession(connect(args, logger))
         bar = _progress_bar(size, name, args.no_progress)
-        shown = not bar.disable   # disable=None: on a terminal (close() sets it to True)
+        message = None
         try:
             def progress(message):
                 bar.update(message.bytes_acknowledged - bar.n)
@@ -822,16 +887,39 @@ def cmd_sendfile(args, logger):
                                             name=name)
             except MSRPSessionError as e:
                 raise CommandError('file not sent: %s' % (e,), EXIT_TRANSFER)
-            _wait_delivered(message, args.timeout)
+            _wait_delivered(session, message, args.timeout)
+        except Interrupted:
+            bar.close()
+            _abort(session, message)
+            raise
         finally:
             bar.close()
             _shutdown(session)
-    if shown:
-        _note('delivered %s (%d bytes)' % (name, size))
+    _note('delivered %s (%d bytes)' % (name, size))
     return EXIT_OK
 
 
-def _wait_delivered(message, report_timeout):
+def _abort(session, message):
+    """Ctrl-C: end ``message`` with ``#`` (the peer drops it), waiting at most :data:`INTERRUPT_GRACE`."""
+    if message is not None:
+        message.abort()
+        with gevent.Timeout(INTERRUPT_GRACE, False):
+            with contextlib.suppress(MSRPTransactionError):
+                message.wait()   # fails (aborted) once the '#' chunk is made; the writer sends it next
+            gevent.sleep(0)      # let the writer put the '#' on the wire
+
+
+def _not_delivered(session, message, error):
+    code = error.code if error.code is not None else '?'
+    if code == 408 and session.state != SessionState.CONNECTED:
+        # the local 408 of a session that ended: what the user needs to know is that the peer went away
+        return CommandError('file not delivered: the peer closed the connection (%d of %s bytes acknowledged)'
+                            % (message.bytes_acknowledged, message.size if message.size is not None else '?'),
+                            EXIT_TRANSFER)
+    return CommandError('file not delivered: %s %s' % (code, error.comment or ''), EXIT_TRANSFER)
+
+
+def _wait_delivered(session, message, report_timeout):
     """Wait for ``message``'s outcome; once every byte is acknowledged the REPORT must come within the timeout."""
     while True:
         try:
@@ -840,15 +928,14 @@ def _wait_delivered(message, report_timeout):
         except gevent.Timeout:
             pass
         except MSRPTransactionError as e:
-            code = e.code if e.code is not None else '?'
-            raise CommandError('file not delivered: %s %s' % (code, e.comment or ''), EXIT_TRANSFER)
+            raise _not_delivered(session, message, e)
         if message.size is not None and message.bytes_acknowledged >= message.size:
             with contextlib.suppress(gevent.Timeout):
                 try:
                     message.wait(timeout=report_timeout)
                     return
                 except MSRPTransactionError as e:
-                    raise CommandError('file not delivered: %s %s' % (e.code, e.comment or ''), EXIT_TRANSFER)
+                    raise _not_delivered(session, message, e)
             raise CommandError('no Success-Report from the receiver within %s s (try --no-success-report)'
                                % (report_timeout,), EXIT_TRANSFER)
 
@@ -949,6 +1036,8 @@ def main(argv=None):
         _note(str(e))
         return e.status
     except (Interrupted, KeyboardInterrupt):
+        if interrupted_status == EXIT_INTERRUPTED:
+            _note('interrupted')
         return interrupted_status
     except BrokenPipeError:
         return EXIT_TRANSFER

@@ -40,7 +40,7 @@ from msrplib import MSRPError
 __all__ = [
     'ParsingError', 'HeaderParsingError', 'ChunkParseError', 'InvalidStartLine',
     'InvalidHeaderLine', 'InvalidEndLine', 'LimitExceeded',
-    'ConnectInfo', 'URI', 'parse_uri',
+    'ConnectInfo', 'URI', 'parse_uri', 'parse_path',
     'ByteRange', 'Status', 'ContentDisposition',
     'SimpleHeaderType', 'UTF8HeaderType', 'URIHeaderType', 'IntegerHeaderType',
     'LimitedChoiceHeaderType', 'SuccessReportHeaderType', 'FailureReportHeaderType',
@@ -212,6 +212,34 @@ class URI(ConnectInfo):
                    port=port, session_id=match.group('session_id') or '', transport=match.group('transport'),
                    parameters=parameters)
 
+    @classmethod
+    def parse_path(cls, text):
+        """Parse a full MSRP path: URIs separated by white space, relays first, the endpoint last.
+
+        ``text`` is what SDP ``a=path`` carries or what a person pastes: a
+        str (or ASCII bytes), optionally starting with ``a=path:`` or
+        ``path:`` (any case).  Returns the list of URIs; raises
+        :class:`ParsingError` when no URI is there or one is invalid.
+        Whether the path suits a use (a session-id on the last URI, the
+        transport) is for the caller to check.
+        """
+        if isinstance(text, bytes):
+            try:
+                text = text.decode('ascii')
+            except UnicodeDecodeError:
+                raise ParsingError('Invalid MSRP path: not ASCII: %r' % (text,))
+        if not isinstance(text, str):
+            raise ParsingError('Invalid MSRP path: %r' % (text,))
+        stripped = text.strip()
+        for prefix in _PATH_PREFIXES:
+            if stripped[:len(prefix)].lower() == prefix:
+                stripped = stripped[len(prefix):]
+                break
+        items = stripped.split()
+        if not items:
+            raise ParsingError('Invalid MSRP path: no URI in %r' % (text,))
+        return [cls.parse(item) for item in items]
+
     def __str__(self):
         text = self._text
         if text is not None and not self.parameters:
@@ -260,6 +288,8 @@ class URI(ConnectInfo):
 
 
 parse_uri = URI.parse
+parse_path = URI.parse_path
+_PATH_PREFIXES = ('a=path:', 'path:')
 
 
 # ---------------------------------------------------------------------------

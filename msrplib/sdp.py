@@ -231,10 +231,13 @@ def parse_path(value):
     """Parse the value of ``a=path`` into a list of
     :class:`~msrplib.protocol.URI` (relays first, the endpoint last).
     Raises SDPError (a ParsingError) if it is empty or a URI is invalid."""
-    uris = [_parse_uri(text) for text in _check_str(value, 'path').split()]
-    if not uris:
+    value = _check_str(value, 'path')
+    if not value.split():
         raise SDPError('empty path')
-    return uris
+    try:
+        return URI.parse_path(value)
+    except ParsingError as e:
+        raise SDPError('invalid MSRP URI in path: %s' % e) from e
 
 
 _FORMAT_ENTRY_RE = re.compile(r'\*|%s/%s(?:;%s=(?:%s|"[^"]*"))*' % ((_MIME_TOKEN,) * 4))

@@ -7,17 +7,39 @@ unless the application configures logging).
 """
 
 import logging
+import re
 
 from zope.interface import implementer
 
 from msrplib.interfaces import ILogger
+from msrplib.protocol import HeaderParsingError
 
-__all__ = ['Logger', 'wants_chunks']
+__all__ = ['Logger', 'wants_chunks', 'escape_controls', 'MAX_LOGGED_BODY']
 
 # A library must not print on its own: without configuration, warnings stay quiet.
 logging.getLogger('msrplib').addHandler(logging.NullHandler())
 
-_MAX_LOGGED_BODY = 4096  # bytes of a body shown in the wire log; the rest is summarised
+#: The largest body the wire log shows (escaped); a larger one is shown as ``<N bytes of TYPE>``.
+MAX_LOGGED_BODY = 1024
+
+_UNPRINTABLE = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+
+
+def _escape(match):
+    code = ord(match.group())
+    return '\\x%02x' % code if code < 0x100 else '\\u%04x' % code
+
+
+def escape_controls(text):
+    """``text`` safe for a terminal: every control character but tab and line feed (escape sequences, BEL,
+    NUL, CR, C1 controls) becomes ``\\xNN``, bidi overrides ``\\uNNNN``.  Applying it twice changes nothing
+    more.  Used for every line of the wire log, so that a peer cannot drive the terminal that shows it."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _wire_text(data):
+    # Bytes off the wire as one safe text: lines end in LF, everything else non-printable is escaped.
+    return escape_controls(bytes(data).decode('utf-8', 'backslashreplace').replace('\r\n', '\n'))
 
 
 def _endpoint(address):
@@ -73,13 +95,11 @@ class Logger:
     def _traffic(self, direction, data, transport):
         if not self.log_traffic:
             return
-        if not isinstance(data, (bytes, bytearray)):
-            data = _render_chunk(data)
+        text = _wire_text_of_bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else _render_chunk(data)
         local = _endpoint(_call(transport, 'getHost'))
         remote = _endpoint(_call(transport, 'getPeer'))
         arrow = '%s <-- %s' % (local, remote) if direction == 'received' else '%s --> %s' % (local, remote)
-        self.logger.info('%s%s %s\n%s', self.prefix, direction.upper(), arrow,
-                         bytes(data).decode('utf-8', 'backslashreplace'))
+        self.logger.info('%s%s %s\n%s', self.prefix, direction.upper(), arrow, text)
 
     def received_chunk(self, data, transport):
         """Record a chunk (an MSRPData, or raw bytes) read from ``transport``."""
@@ -109,10 +129,19 @@ def _call(transport, name):
         return None
 
 
+def _wire_text_of_bytes(data):
+    if len(data) <= MAX_LOGGED_BODY:
+        return _wire_text(data)
+    return _wire_text(data[:MAX_LOGGED_BODY]) + '\n<%d more bytes>\n' % (len(data) - MAX_LOGGED_BODY)
+
+
 def _render_chunk(chunk):
     data = chunk.data
-    if len(data) <= _MAX_LOGGED_BODY:
-        return chunk.encode()
-    shown = data[:_MAX_LOGGED_BODY]
-    return b''.join((chunk.encoded_header, shown, b'\r\n[... %d more bytes ...]' % (len(data) - len(shown)),
-                     chunk.encoded_footer))
+    if len(data) <= MAX_LOGGED_BODY:
+        return _wire_text(chunk.encode())
+    try:
+        content_type = chunk.content_type
+    except HeaderParsingError:   # a peer's malformed header: the summary still goes out
+        content_type = None
+    summary = '<%d bytes of %s>' % (len(data), escape_controls(content_type or 'unknown type'))
+    return _wire_text(chunk.encoded_header) + summary + _wire_text(chunk.encoded_footer)

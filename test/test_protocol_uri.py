@@ -304,3 +304,37 @@ def test_uri_copy_has_its_own_cache():
     assert str(uri) == 'msrp://a.example:1/s1;tcp' and str(other) == 'msrp://a.example:5/s1;tcp'
     assert uri != other
     assert pickle.loads(pickle.dumps(uri)) == uri
+
+
+# ---------------------------------------------------------------------------
+# URI.parse_path: a whole path, as SDP a=path carries it or a person pastes it
+
+
+@pytest.mark.parametrize('text', [
+    'msrps://relay.example.com:2855/r1;tcp msrp://127.0.0.1:4000/abc;tcp',
+    'path: msrps://relay.example.com:2855/r1;tcp msrp://127.0.0.1:4000/abc;tcp',
+    'a=path:msrps://relay.example.com:2855/r1;tcp   msrp://127.0.0.1:4000/abc;tcp\r\n',
+    'A=PATH: msrps://relay.example.com:2855/r1;tcp\tmsrp://127.0.0.1:4000/abc;tcp',
+    b'msrps://relay.example.com:2855/r1;tcp msrp://127.0.0.1:4000/abc;tcp',
+])
+def test_parse_path_with_or_without_prefix(text):
+    from msrplib.protocol import parse_path
+    expected = [URI.parse('msrps://relay.example.com:2855/r1;tcp'), URI.parse('msrp://127.0.0.1:4000/abc;tcp')]
+    assert URI.parse_path(text) == expected
+    assert parse_path(text) == expected
+    assert [str(uri) for uri in URI.parse_path(text)] == [str(uri) for uri in expected]
+
+
+@pytest.mark.parametrize('text', ['', '   ', 'path:', 'a=path: ', 'msrp://127.0.0.1:4000/abc;tcp nonsense',
+                                  'http://x/y;tcp', None, 42, b'msrp://\xff/a;tcp'])
+def test_parse_path_refuses_bad_text_with_parsing_error(text):
+    with pytest.raises(ParsingError):
+        URI.parse_path(text)
+
+
+def test_sdp_and_cli_use_the_same_path_parser():
+    from msrplib import cli, sdp
+    text = 'msrp://127.0.0.1:4000/abc;tcp'
+    assert sdp.parse_path(text) == cli.parse_path('path: ' + text) == URI.parse_path(text)
+    with pytest.raises(sdp.SDPError):
+        sdp.parse_path('msrp://bad')

@@ -70,23 +70,45 @@ def test_sent_chunk_is_logged_as_on_the_wire(caplog):
     text = record.getMessage()
     head, wire = text.split('\n', 1)
     assert head == 'SENT 127.0.0.1:1111 --> 10.0.0.2:2222'
-    assert wire == chunk.encode().decode('utf-8')
-    assert wire.startswith('MSRP a786hjs2 SEND\r\nTo-Path: msrp://bob.example.com:8888/9di4eae923wzd;tcp\r\n')
-    assert wire.endswith('\r\n\r\nHi!\r\n-------a786hjs2$\r\n')
+    assert wire == chunk.encode().decode('utf-8').replace('\r\n', '\n')   # the wire's lines, ended by LF
+    assert wire.startswith('MSRP a786hjs2 SEND\nTo-Path: msrp://bob.example.com:8888/9di4eae923wzd;tcp\n')
+    assert wire.endswith('\n\nHi!\n-------a786hjs2$\n')
 
 
 def test_received_chunk_shows_direction_and_addresses(caplog):
     caplog.set_level(logging.INFO, logger='msrplib')
     Logger(prefix='[alice] ', log_traffic=True).received_chunk(sample_chunk(), FakeTransport())
     [record] = traffic_records(caplog)
-    assert record.getMessage().startswith('[alice] RECEIVED 127.0.0.1:1111 <-- 10.0.0.2:2222\nMSRP a786hjs2 SEND\r\n')
+    assert record.getMessage().startswith('[alice] RECEIVED 127.0.0.1:1111 <-- 10.0.0.2:2222\nMSRP a786hjs2 SEND\n')
 
 
 def test_raw_bytes_are_logged_as_they_are(caplog):
     caplog.set_level(logging.INFO, logger='msrplib')
     Logger(log_traffic=True).sent_chunk(b'MSRP x SEND\r\n-------x$\r\n', FakeTransport())
+    Logger(log_traffic=True).sent_chunk(b'\x1b[2J' + b'r' * 5000, FakeTransport())
+    first, second = traffic_records(caplog)
+    assert first.getMessage().endswith('\nMSRP x SEND\n-------x$\n')
+    assert second.getMessage().endswith('\n\\x1b[2J' + 'r' * 1020 + '\n<3980 more bytes>\n')
+
+
+# a peer's text that would drive a terminal: title, clear screen, bell, NUL, bidi override, C1 CSI, lone CR
+HOSTILE = '\x1b]0;title\x07 \x1b[2J\x00\u202e\x9b31m\rover'
+
+
+def _has_raw_controls(text):
+    return any((ord(c) < 32 and c not in '\n\t') or 0x7f <= ord(c) <= 0x9f or c in '\u202e' for c in text)
+
+
+def test_control_characters_in_headers_and_body_are_escaped(caplog):
+    caplog.set_level(logging.INFO, logger='msrplib')
+    chunk = sample_chunk(HOSTILE.encode('utf-8'))
+    chunk.headers['X-Evil'] = MSRPHeader('X-Evil', '\x1b[31mred\x07')
+    Logger(log_traffic=True).received_chunk(chunk, FakeTransport())
     [record] = traffic_records(caplog)
-    assert record.getMessage().endswith('\nMSRP x SEND\r\n-------x$\r\n')
+    text = record.getMessage()
+    assert not _has_raw_controls(text)
+    assert 'X-Evil: \\x1b[31mred\\x07\n' in text
+    assert '\\x1b]0;title\\x07 \\x1b[2J\\x00\\u202e\\x9b31m\\x0dover\n-------a786hjs2$' in text
 
 
 def test_ipv6_and_unknown_addresses(caplog):
@@ -99,22 +121,23 @@ def test_ipv6_and_unknown_addresses(caplog):
     assert second.getMessage().startswith('SENT ? --> ?\n')
 
 
-def test_large_body_is_shortened(caplog):
+def test_large_body_is_summarised(caplog):
+    from msrplib.trafficlog import MAX_LOGGED_BODY
     caplog.set_level(logging.INFO, logger='msrplib')
-    chunk = sample_chunk(b'z' * 100000)
-    Logger(log_traffic=True).sent_chunk(chunk, FakeTransport())
-    [record] = traffic_records(caplog)
-    text = record.getMessage()
-    assert len(text) < 10000
-    assert '[... %d more bytes ...]' % (100000 - 4096) in text
-    assert text.endswith('-------a786hjs2$\r\n')
+    Logger(log_traffic=True).sent_chunk(sample_chunk(b'z' * 100000), FakeTransport())
+    Logger(log_traffic=True).sent_chunk(sample_chunk(b'\x07' * MAX_LOGGED_BODY), FakeTransport())
+    big, small = traffic_records(caplog)
+    text = big.getMessage()
+    assert len(text) < 1000 and 'zzz' not in text
+    assert text.endswith('Content-Type: text/plain\n\n<100000 bytes of text/plain>\n-------a786hjs2$\n')
+    assert '\\x07' * MAX_LOGGED_BODY in small.getMessage()    # up to the limit, the body itself (escaped)
 
 
 def test_binary_body_does_not_break_the_log(caplog):
     caplog.set_level(logging.INFO, logger='msrplib')
     Logger(log_traffic=True).received_chunk(sample_chunk(b'\xff\xfe\x00binary'), FakeTransport())
     [record] = traffic_records(caplog)
-    assert '\\xff\\xfe\x00binary' in record.getMessage()
+    assert '\\xff\\xfe\\x00binary' in record.getMessage()
 
 
 def test_received_illegal_data_is_a_warning(caplog):
@@ -196,8 +219,8 @@ def test_real_session_traffic_is_logged_both_ways(caplog, use_tls):
     messages = [r.getMessage() for r in traffic_records(caplog)]
     send_lines = [m for m in messages if ('MSRP %s SEND' % chunk.transaction_id) in m]
     assert [m.split('\n', 1)[0] for m in send_lines] == ['SENT ' + out, 'RECEIVED ' + back]
-    assert send_lines[0].split('\n', 1)[1] == chunk.encode().decode()
-    assert send_lines[1].split('\n', 1)[1] == chunk.encode().decode()
+    assert send_lines[0].split('\n', 1)[1] == chunk.encode().decode().replace('\r\n', '\n')
+    assert send_lines[1].split('\n', 1)[1] == chunk.encode().decode().replace('\r\n', '\n')
     responses = [m for m in messages if ('MSRP %s 200 OK' % chunk.transaction_id) in m]
     assert [m.split('\n', 1)[0].split(' ')[0] for m in responses] == ['SENT', 'RECEIVED']
 
