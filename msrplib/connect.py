@@ -317,7 +317,7 @@ class AcceptorDirect:
         self.fingerprint = None
         self._context = None
         self._accepter = None
-        self._binding = {}          # greenlet -> None, oldest first: connections binding now
+        self._binding = {}          # greenlet -> its accepted socket, oldest first: connections binding now
         self._bound = []            # transports bound and not yet returned by complete()
         self._failure = None        # why the latest connection was dropped
         self._changed = Event()     # set when a connection bound or was dropped, or cleanup() ran
@@ -405,11 +405,15 @@ class AcceptorDirect:
                 gevent.sleep(0.1)   # e.g. out of file descriptors: let connections finish
                 continue
             while len(self._binding) >= max(1, self.max_pending_bindings):
-                oldest = next(iter(self._binding))
-                self._binding.pop(oldest)
-                oldest.kill(block=False)
+                self._abandon(next(iter(self._binding)))
             job = gevent.spawn(self._bind_connection, sock, address, full_remote_path)
-            self._binding[job] = None
+            self._binding[job] = sock
+
+    def _abandon(self, job):
+        # Stop a connection's binding; its socket is closed here too, in case its greenlet never ran.
+        sock = self._binding.pop(job, None)
+        job.kill(block=False)
+        _close_quietly(sock)
 
     def _bind_connection(self, sock, address, full_remote_path):
         transport = None
@@ -454,8 +458,7 @@ class AcceptorDirect:
         """Stop listening (if still listening) and drop connections not returned by :meth:`complete`."""
         self._stop_accepting()
         for job in list(self._binding):
-            job.kill(block=False)
-        self._binding.clear()
+            self._abandon(job)
         bound, self._bound = self._bound, []
         for transport in bound:
             transport.loseConnection()
