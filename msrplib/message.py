@@ -586,10 +586,11 @@ class MessageAssembler:
         total = byte_range.total
         if data and byte_range.end is not None and end > byte_range.end:
             return 400, 'Body longer than its Byte-Range', None
-        if total is not None and end > total:
-            return 400, 'Body beyond the Byte-Range total', None
         if message is not None and total is not None and message.total is not None and total != message.total:
             return 400, 'Byte-Range total differs from an earlier chunk', None
+        known_total = total if total is not None else message.total if message is not None else None
+        if known_total is not None and end > known_total:
+            return 400, 'Body beyond the Byte-Range total', None
         if max(end, total or 0) > self.max_message_size:
             self._refuse(message_id, message)
             return 413, 'Message larger than %d bytes' % self.max_message_size, None

@@ -321,6 +321,8 @@ def test_total_changed_between_chunks_gets_400():
     assembler = MessageAssembler(budget=PartialBudget())
     assert assembler.accept(make_chunk('A', b'x' * 10, 1, 100))[0] == 200
     assert assembler.accept(make_chunk('A', b'x' * 10, 11, 200))[0] == 400
+    assert assembler.accept(make_ranged_chunk('T', b'x' * 5, 1, 5, 100))[0] == 200
+    assert assembler.accept(make_ranged_chunk('T', b'x' * 50, 90, None, None))[0] == 400   # past the known total
     assert assembler.accept(make_ranged_chunk('B', b'x' * 50, 1, 50, None))[0] == 200
     code, _, message = assembler.accept(make_ranged_chunk('B', b'', 1, 0, None, '$'))
     assert code == 400 and message is None and 'B' not in assembler.partial
