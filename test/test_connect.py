@@ -711,3 +711,19 @@ def test_acceptor_cleanup_during_complete_raises_connect_error():
     acceptor.cleanup()
     with pytest.raises(MSRPConnectError), gevent.Timeout(T):
         waiting.get()
+
+
+def test_stalled_tls_handshake_error_names_the_handshake_limit(monkeypatch):
+    # Issue 17: with MSRPIncomingConnectTimeout.seconds = None the error said "(None seconds)".
+    monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', 0.1)
+    monkeypatch.setattr(MSRPConnectTimeout, 'seconds', 0.3)
+    acceptor = AcceptorDirect()
+    path = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=True))
+    stalled = gevent.socket.create_connection(('127.0.0.1', path[0].port))
+    try:
+        with gevent.Timeout(T), pytest.raises(MSRPIncomingConnectTimeout) as info:
+            acceptor.complete(None)
+        assert 'TLS handshake not completed within 0.3 seconds' in str(info.value)
+        assert eof_within(stalled)
+    finally:
+        stalled.close()
