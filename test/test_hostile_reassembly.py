@@ -7,7 +7,7 @@ Figures (printed with ``-s``) are recorded in doc/limits.md.
 import gevent
 import pytest
 
-from hostile_peer import MiB, STEP, PeakRSS, RawSender, Victim
+from hostile_peer import MiB, PeakRSS, RawSender, Victim
 
 VICTIM = r'''
 import sys

@@ -14,7 +14,8 @@ from msrplib.connect import AcceptorDirect, ConnectorDirect
 from msrplib.message import (
     FILE_BLOCK, PIECE_OVERHEAD, IncomingMessage, MessageAssembler, MessageState, OutgoingMessage, PartialBudget,
     _Ranges)
-from msrplib.protocol import URI, ByteRange, ByteRangeHeader, ContentTypeHeader, MSRPParser, CHUNK_START, BODY, CHUNK_END
+from msrplib.protocol import (
+    URI, ByteRange, ByteRangeHeader, ContentTypeHeader, MSRPParser, CHUNK_START, BODY, CHUNK_END)
 from msrplib.session import GreenMSRPSession, MSRPSessionError
 from msrplib.transport import MSRPTransport, MSRPTransactionError, ConnectionClosed
 
