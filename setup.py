@@ -26,7 +26,7 @@ setup(
         'tqdm>=4.0',
     ],
     extras_require={
-        'test': ['pytest>=7', 'pytest-timeout>=2', 'hypothesis>=6', 'trustme>=1.0', 'twisted'],
+        'test': ['pytest>=7', 'pytest-timeout>=2', 'hypothesis>=6', 'trustme>=1.0', 'twisted', 'psutil>=5.8'],
     },
     entry_points={
         'console_scripts': ['msrp = msrplib.cli:main'],

@@ -18,12 +18,14 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import signal
 import ssl
 import sys
 import unicodedata
 
 import gevent
+import gevent.pool
 from gevent import socket
 from gevent.event import AsyncResult
 
@@ -31,7 +33,7 @@ from msrplib import __version__, tls
 from msrplib.connect import (
     AcceptorDirect, ConnectorDirect, MSRPBindError, MSRPBindSessionTimeout, MSRPCertificateError, MSRPConnectError,
     MSRPConnectTimeout, MSRPIncomingConnectTimeout, MSRPTimeout)
-from msrplib.message import IncomingMessage, MessageAssembler
+from msrplib.message import IncomingMessage, MessageAssembler, PartialBudget
 from msrplib.protocol import URI, ByteRange, ByteRangeHeader, HeaderParsingError, ParsingError
 from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPAuthTimeout, MSRPRelayAuthError, MSRPRelaySettings
 from msrplib.sdp import FILE_HASH_ALGORITHMS, FileSelector, SDPError
@@ -70,6 +72,10 @@ MAX_NAME_BYTES = 200
 STOP_TIMEOUT = 5.0
 #: After SIGINT/SIGTERM, how long ``send``/``sendfile``/``chat`` may spend telling the peer (the ``#`` abort chunk).
 INTERRUPT_GRACE = 0.3
+#: Default for ``--max-text``: larger text messages are saved as files instead of being printed.
+DEFAULT_MAX_TEXT = 64 * 1024
+#: Default for ``--max-sessions``: sessions ``listen`` serves at once.
+DEFAULT_MAX_SESSIONS = 16
 
 _PROG = 'msrp'
 
@@ -228,6 +234,11 @@ def build_parser():
                                                                       '(default: current directory)')
     group.add_argument('--max-size', metavar='BYTES', type=_positive_int, default=DEFAULT_MAX_SIZE,
                        help='largest incoming message accepted, 413 beyond (default %(default)s)')
+    group.add_argument('--max-text', metavar='BYTES', type=_positive_int, default=DEFAULT_MAX_TEXT,
+                       help='larger text messages are saved as files, not printed (default %(default)s)')
+    group.add_argument('--max-partial-disk', metavar='BYTES', type=_positive_int,
+                       help='disk space that partly received messages may take in --save-dir, 413 beyond '
+                            '(default: half the free space of --save-dir when the command starts)')
 
     connecting = argparse.ArgumentParser(add_help=False)
     group = connecting.add_argument_group('connecting options')
@@ -245,6 +256,8 @@ def build_parser():
                                              'peers, print incoming messages and save incoming files.')
     listen.add_argument('--count', metavar='N', type=_positive_int,
                         help='exit after N messages or files (default: run until SIGINT/SIGTERM)')
+    listen.add_argument('--max-sessions', metavar='N', type=_positive_int, default=DEFAULT_MAX_SESSIONS,
+                        help='sessions served at once; further peers wait (default %(default)s)')
     listen.set_defaults(handler=cmd_listen)
 
     send = commands.add_parser('send', parents=[connecting, common], help='send text messages',
@@ -533,34 +546,73 @@ def reserve_path(directory, name):
 
 
 class _Receiver:
-    """What ``listen`` and ``chat`` do with incoming messages: print text, save and verify files."""
+    """What ``listen`` and ``chat`` do with incoming messages: print text, save and verify files.
 
-    def __init__(self, save_dir, count=None):
+    Messages above 1 MiB are written to hidden partial files in ``save_dir``
+    as they arrive; a partial file is deleted as soon as its message ends
+    without completing (``#``, 413, a write error, the session's end) and,
+    for whatever is left, by :meth:`discard_all` when the command stops.
+    Partial files of every session share one disk budget (``disk_budget``
+    bytes; None: no limit): a chunk that would pass it is answered 413.
+    Text messages larger than ``max_text`` bytes are saved like files, never
+    decoded whole.
+    """
+
+    def __init__(self, save_dir, count=None, disk_budget=None, max_text=None):
         self.save_dir = save_dir
         self.count = count
+        self.max_text = DEFAULT_MAX_TEXT if max_text is None else max_text
         self.handled = 0
         self.failed = 0
         self.enough = AsyncResult()     # set when --count messages were handled
+        self.budget = PartialBudget(max_files=disk_budget)
+        self.partials = {}              # IncomingMessage -> (path of its partial file, its assembler)
 
     def new_assembler(self, max_size):
-        partials = {}    # Message-ID -> path of a file the assembler writes into
-        assembler = MessageAssembler(max_message_size=max_size, open_file=lambda message: self._open_partial(
-            message, partials))
-        assembler.partials = partials
+        """A :class:`MessageAssembler` for one session, writing big messages to partial files in ``save_dir``."""
+        assembler = MessageAssembler(max_message_size=max_size, budget=self.budget, file_budget=self.budget.max_files,
+                                     on_discard=self._discard_partial)
+        assembler.open_file = lambda message: self._open_partial(message, assembler)
         return assembler
 
-    def _open_partial(self, message, partials):
+    def _open_partial(self, message, assembler):
         fd, path = _mkstemp(self.save_dir)
-        partials[message.message_id] = path
+        self.partials[message] = (path, assembler)
         return os.fdopen(fd, 'w+b')
 
-    @staticmethod
-    def discard_partials(assembler):
-        """Delete the files of messages that never completed (the session ended, or the sender aborted)."""
-        for path in assembler.partials.values():
+    def _discard_partial(self, message):
+        entry = self.partials.pop(message, None)
+        if entry is not None:
             with contextlib.suppress(OSError):
-                os.unlink(path)
-        assembler.partials.clear()
+                os.unlink(entry[0])
+        if message.discard_reason is not None:  # dropped by the assembler (not a file left at exit)
+            what = 'message %s' % printable(message.message_id)
+            disposition = _disposition(message)
+            name = disposition.parameters.get('filename') if disposition is not None else None
+            if name:
+                what = 'file %s' % printable(name)
+            total = '?' if message.total is None else message.total
+            _note('dropped %s (%d of %s bytes received): %s%s' % (
+                what, message.bytes_received, total, message.discard_reason,
+                '; partial file deleted' if entry is not None else ''))
+
+    def discard_partials(self, assembler):
+        """Delete the files of ``assembler``'s messages that never completed or were never handled."""
+        assembler.clear()
+        for message, (path, owner) in list(self.partials.items()):
+            if owner is assembler:
+                self._close_and_discard(message)
+
+    def discard_all(self):
+        """Delete every partial file left (the command is stopping)."""
+        for message in list(self.partials):
+            self._close_and_discard(message)
+
+    def _close_and_discard(self, message):
+        if message.file is not None:
+            with contextlib.suppress(OSError):
+                message.file.close()
+        self._discard_partial(message)
 
     def serve(self, session, assembler):
         """Handle what ``session`` receives until it ends (raises nothing)."""
@@ -575,32 +627,29 @@ class _Receiver:
                     _note('session with %s ended: %s' % (peer, e))
                     return
                 if isinstance(item, IncomingMessage):
-                    self.handle(session, assembler, item)
+                    self.handle(session, item)
                 elif item.method == 'NICKNAME':
                     session.respond(item, 501, 'Nicknames are not supported')
         finally:
             self.discard_partials(assembler)
 
-    def handle(self, session, assembler, message):
-        partial = assembler.partials.pop(message.message_id, None)
+    def handle(self, session, message):
         try:
             sender = str(message.chunk.from_path[-1])
         except (HeaderParsingError, IndexError, TypeError):
             sender = _peer_of(session.msrp)
         try:
             if self._is_file(message):
-                ok = self._save(session, message, partial, sender)
+                ok = self._save(session, message, sender)
+            elif message.size > self.max_text:
+                _note('text message of %d bytes from %s: saved as a file (over --max-text)' % (message.size, sender))
+                ok = self._save(session, message, sender, extension='.txt')
             else:
                 _out('message from %s: %s' % (sender, printable(self._text(message))))
                 _report(session, message, 200, 'OK')
                 ok = True
         finally:
-            if message.file is not None:
-                with contextlib.suppress(OSError):
-                    message.file.close()
-            if partial is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(partial)
+            self._close_and_discard(message)
         self.handled += 1
         if not ok:
             self.failed += 1
@@ -629,32 +678,46 @@ class _Receiver:
         except LookupError:
             return message.data.decode('utf-8', 'replace')
 
-    def _save(self, session, message, partial, sender):
+    def _save(self, session, message, sender, extension=''):
         selector = file_selector_of(message)
         disposition = _disposition(message)
         name = disposition.parameters.get('filename') if disposition is not None else None
         if not name and selector is not None:
             name = selector.name
-        name = safe_file_name(name, fallback='msrp-%s' % safe_file_name(message.message_id))
+        name = safe_file_name(name, fallback='msrp-%s%s' % (safe_file_name(message.message_id), extension))
         checked, problem = verify_file(message, selector)
         if problem is not None:
             _out('failed %s from %s: %s (not saved)' % (printable(name), sender, problem))
             _report(session, message, 400, 'File %s' % problem.split(':')[0])
             return False
+        path = None
         try:
             path = reserve_path(self.save_dir, name)
-            if partial is not None and message.file is not None:
+            entry = self.partials.get(message)
+            if entry is not None and message.file is not None:
                 message.file.flush()
-                os.replace(partial, path)
+                os.replace(entry[0], path)
+                del self.partials[message]
                 _chmod_default(path)
             else:
                 with open(path, 'wb') as f:
                     f.write(message.data)
+            size = os.path.getsize(path)
         except OSError as e:
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             _out('failed %s from %s: cannot save: %s' % (printable(name), sender, e))
             _report(session, message, 413, 'Cannot store the file')
             return False
-        _out('saved %s (%d bytes, %s)' % (printable(path), message.size, checked))
+        if size != message.size:   # what is reported saved is what is on disk
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            _out('failed %s from %s: %d bytes on disk for a message of %d (not saved)'
+                 % (printable(name), sender, size, message.size))
+            _report(session, message, 400, 'File size mismatch')
+            return False
+        _out('saved %s (%d bytes, %s)' % (printable(path), size, checked))
         _report(session, message, 200, 'OK')
         return True
 
@@ -703,12 +766,27 @@ def _check_save_dir(directory):
         raise _usage_error('--save-dir %s: not writable' % (directory,))
 
 
+def _disk_budget(args):
+    # --max-partial-disk, or half the space free in --save-dir now.
+    if args.max_partial_disk is not None:
+        return args.max_partial_disk
+    try:
+        return shutil.disk_usage(args.save_dir).free // 2
+    except OSError:
+        return None
+
+
+def _new_receiver(args, count=None):
+    return _Receiver(args.save_dir, count, disk_budget=_disk_budget(args), max_text=args.max_text)
+
+
 # ---------------------------------------------------------------------------
 # Accepting
 
 
 class _Listener:
-    """Prepares acceptors one after another on one local URI (direct) or with fresh relay reservations."""
+    """Accepts peers: directly, on one listening socket kept open throughout (every connection is taken and
+    bound in its own greenlet, see AcceptorDirect), or through the relay with a fresh reservation each."""
 
     def __init__(self, args, logger):
         self.args = args
@@ -723,15 +801,19 @@ class _Listener:
         self.printed = None
 
     def prepare(self):
-        """Make the next acceptor ready and print its path (when it changed)."""
+        """Make the acceptor ready and print its path (when it changed)."""
         if self.relay is not None:
             self.acceptor = AcceptorRelay(self.relay, logger=self.logger)
             with _establishing():
                 path = self.acceptor.prepare()
-        else:
+        elif self.acceptor is None:
             self.acceptor = AcceptorDirect(logger=self.logger)
+            self.acceptor.keep_listening = True
+            self.acceptor.on_connection_dropped = self._dropped
             with _establishing():
                 path = self.acceptor.prepare(self.local_uri)
+        else:
+            path = self.acceptor.getLocalPath()
         text = _path_text(path)
         if text != self.printed:
             _out('path: %s' % text)
@@ -758,8 +840,15 @@ class _Listener:
                 _note(line)
             return None
         finally:
-            acceptor.cleanup()
-            self.acceptor = None
+            if self.relay is not None:
+                acceptor.cleanup()
+                self.acceptor = None
+
+    def _dropped(self, address, error):
+        # a connection the acceptor dropped while waiting for peers (it goes on accepting)
+        line = _peer_failure(error, self.logger, self)
+        if line is not None:
+            _note(line)
 
     def cleanup(self):
         if self.acceptor is not None:
@@ -778,9 +867,9 @@ def cmd_listen(args, logger):
     _check_save_dir(args.save_dir)
     listener = _Listener(args, logger)
     _listen_timeouts(listener)
-    receiver = _Receiver(args.save_dir, args.count)
+    receiver = _new_receiver(args, args.count)
     sessions = []
-    jobs = []
+    jobs = gevent.pool.Pool(args.max_sessions)
 
     def serve(transport):
         assembler = receiver.new_assembler(args.max_size)
@@ -796,10 +885,13 @@ def cmd_listen(args, logger):
     def accept_loop():
         try:
             while True:
+                if jobs.full():
+                    _note('%d sessions: the next peer waits until one ends (--max-sessions)' % args.max_sessions)
+                    jobs.wait_available()
                 listener.prepare()
                 transport = listener.accept()
                 if transport is not None:
-                    jobs.append(gevent.spawn(serve, transport))
+                    jobs.spawn(serve, transport)
         except CommandError as e:  # e.g. the relay went away: the command ends with its status
             receiver.enough.set_exception(e)
 
@@ -813,7 +905,8 @@ def cmd_listen(args, logger):
         acceptor_job.kill()
         listener.cleanup()
         _stop_sessions(sessions)
-        gevent.killall(jobs, timeout=STOP_TIMEOUT)
+        jobs.kill(timeout=STOP_TIMEOUT)
+        receiver.discard_all()
     return EXIT_TRANSFER if receiver.failed else EXIT_OK
 
 
@@ -975,7 +1068,7 @@ def cmd_chat(args, logger):
     else:
         transport = connect(args, logger)
     _note('chatting with %s (end with EOF)' % _peer_of(transport))
-    receiver = _Receiver(args.save_dir)
+    receiver = _new_receiver(args)
     assembler = receiver.new_assembler(args.max_size)
     session = GreenMSRPSession(transport, automatic_reports=False, assembler=assembler)
     failures = []
@@ -1006,6 +1099,7 @@ def cmd_chat(args, logger):
         sender.kill()
         printer.kill()
         session.msrp.loseConnection(wait=False)
+        receiver.discard_all()
     return EXIT_TRANSFER if failures or receiver.failed else EXIT_OK
 
 

@@ -29,8 +29,10 @@ and ``MSRPAuthTimeout``).
 
 import ssl
 from types import MappingProxyType
+import time
 
 import gevent
+import gevent.ssl
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
@@ -303,17 +305,42 @@ def _bind(transport, how, full_remote_path):
         raise
 
 
+def _server_side(sock, context):
+    # The server side of a TLS connection over ``sock``, its handshake not done yet: the caller does it under
+    # its own timeout and closes the returned socket if it fails (``sock`` itself is detached by then).
+    if isinstance(context, gevent.ssl.SSLContext):
+        return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    return gevent.ssl.SSLSocket(sock=sock, server_side=True, do_handshake_on_connect=False, _context=context)
+
+
 @implementer(IConnector)
 class AcceptorDirect(ConnectBase):
-    """Answering side without relay: listens in :meth:`prepare`, accepts one connection in :meth:`complete`.
+    """Answering side without relay: listens in :meth:`prepare`, accepts its peer in :meth:`complete`.
 
     ``AcceptorDirect(logger=None, use_sessmatch=False)``.  For msrps, the
     certificate is ``local_uri.credentials`` (an ``ssl.SSLContext``, a
     :class:`msrplib.tls.TLSCredentials` or GnuTLS-style credentials, see
     doc/tls.md); without one, a self-signed certificate is made and its SDP
     fingerprint is in :attr:`fingerprint`.
-    The listening socket is closed once one connection is taken.
+
+    While :meth:`complete` waits, every incoming connection is accepted and
+    bound in a greenlet of its own (TLS handshake, binding SEND), so a
+    connection that stays silent, closes, or binds to another session (it
+    gets 481) cannot keep the expected peer out: it is dropped and the wait
+    goes on.  At most :attr:`max_pending_bindings` connections bind at once
+    (the oldest is dropped for a new one).  The listening socket is closed
+    when :meth:`complete` returns or fails, unless :attr:`keep_listening` is
+    set: then each call of :meth:`complete` returns the next bound peer, and
+    :meth:`cleanup` closes it.
     """
+
+    #: Connections binding at the same time at most; a new one beyond it drops the oldest.
+    max_pending_bindings = 32
+    #: Leave the listening socket open after complete() (for several peers, one complete() each).
+    keep_listening = False
+    #: Called as ``on_connection_dropped((host, port), error)`` for each incoming connection dropped
+    #: while :meth:`complete` waits (silent, closed, TLS failure, wrong session); None: logged at info level.
+    on_connection_dropped = None
 
     def __init__(self, logger=None, use_sessmatch=False):
         self.logger = logger if logger is not None else Logger()
@@ -322,6 +349,11 @@ class AcceptorDirect(ConnectBase):
         self.listener = None
         self.fingerprint = None
         self._context = None
+        self._accepter = None
+        self._binding = {}          # greenlet -> its accepted socket, oldest first: connections binding now
+        self._bound = []            # transports bound and not yet returned by complete()
+        self._failure = None        # why the latest connection was dropped
+        self._changed = Event()     # set when a connection bound or was dropped, or cleanup() ran
 
     def prepare(self, local_uri=None):
         """Start listening on ``local_uri`` (port None/0: any free port, written back); return ``[local_uri]``.
@@ -344,48 +376,141 @@ class AcceptorDirect(ConnectBase):
         return [self.local_uri]
 
     def complete(self, full_remote_path):
-        """Accept the peer's connection and its binding; return the bound :class:`MSRPTransport`.
+        """Wait for the peer of ``full_remote_path`` to connect and bind; return the bound :class:`MSRPTransport`.
 
-        Raises :class:`MSRPIncomingConnectTimeout`, :class:`MSRPBindSessionTimeout`,
-        :class:`MSRPConnectError` (TLS handshake failed),
-        :class:`MSRPCertificateError` (credentials with ``verify_peer`` and
-        the peer's certificate missing or not verifying), or the error sent
-        to the peer when its paths do not match.
+        ``full_remote_path=None`` takes any peer that addresses this endpoint.
+        Connections are accepted until :attr:`MSRPIncomingConnectTimeout.seconds`
+        (None: no limit) have passed; each one has
+        :attr:`MSRPBindSessionTimeout.seconds` to bind (its TLS handshake
+        also within ``MSRPConnectTimeout.seconds``).  One that fails is
+        dropped and the wait goes on.  When no more connections are taken and
+        none is still binding, raises why the latest one failed --
+        :class:`MSRPBindSessionTimeout` (it did not bind in time),
+        :class:`MSRPIncomingConnectTimeout` (its TLS handshake did not
+        finish), :class:`MSRPConnectError` (its TLS handshake failed),
+        :class:`~msrplib.tls.MSRPCertificateError` (credentials with
+        ``verify_peer`` and its certificate missing or not verifying),
+        :class:`~msrplib.transport.MSRPNoSuchSessionError` /
+        :class:`~msrplib.transport.MSRPBadRequest` (its binding's paths did
+        not match; it got the same error) or ``ConnectionClosed`` -- or
+        :class:`MSRPIncomingConnectTimeout` when no connection came at all.
+        Raises :class:`MSRPConnectError` when :meth:`cleanup` is called
+        meanwhile, :class:`MSRPError` if :meth:`prepare` was not called.
         """
         if self.listener is None:
             raise MSRPError('prepare() was not called')
+        seconds = MSRPIncomingConnectTimeout.seconds
+        deadline = None if seconds is None else time.monotonic() + seconds
+        self._failure = None
+        accepting = True
+        self._accepter = gevent.spawn(self._accept_loop, self.listener, full_remote_path)
         try:
-            with MSRPIncomingConnectTimeout.timeout():
-                try:
-                    sock, _ = self.listener.accept()
-                except OSError as e:  # e.g. cleanup() called meanwhile by another greenlet
-                    raise MSRPConnectError(self.local_uri.host, self.local_uri.port, 'accept() failed: %s' % (e,))
-                _tune(sock)
-                if self._context is not None:
-                    # the handshake has its own bound too, so that waiting for a peer with no time limit
-                    # (seconds = None) cannot be held up by a peer that never completes it
-                    with MSRPIncomingConnectTimeout.timeout(MSRPConnectTimeout.seconds):
-                        try:
-                            sock = tls.wrap_socket(sock, self._context, server_side=True)
-                        except (OSError, ValueError) as e:
-                            _close_quietly(sock)
-                            # a client certificate refused (local_uri.credentials with verify_peer)
-                            raise tls.certificate_failure(e, 'the connecting peer') or MSRPConnectError(
-                                self.local_uri.host, self.local_uri.port, 'TLS handshake: %s' % e)
-                        except BaseException:  # the timeout: do not leave the half-made connection open
-                            _close_quietly(sock)
-                            raise
+            while True:
+                self._changed.clear()
+                if self._bound:
+                    return self._bound.pop(0)
+                if self.listener is None:
+                    raise MSRPConnectError(self.local_uri.host, self.local_uri.port, 'accept() failed: the '
+                                                                                      'acceptor was cleaned up')
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if accepting and remaining is not None and remaining <= 0:
+                    accepting = False
+                    self._stop_accepting()
+                if not accepting:
+                    if not self._binding:
+                        raise self._failure or MSRPIncomingConnectTimeout()
+                    remaining = None   # each connection still binding ends within its own bound
+                self._changed.wait(remaining)
         finally:
-            self.cleanup()
-        transport = MSRPTransport(self.local_uri, self.logger, self.use_sessmatch, sock=sock)
-        _bind(transport, transport.accept_binding, full_remote_path)
-        return transport
+            self._stop_accepting()
+            if not self.keep_listening:
+                self.cleanup()
+
+    def _stop_accepting(self):
+        accepter, self._accepter = self._accepter, None
+        if accepter is not None and accepter is not gevent.getcurrent():
+            accepter.kill()
+
+    def _accept_loop(self, listener, full_remote_path):
+        while True:
+            try:
+                sock, address = listener.accept()
+            except OSError as e:
+                if self.listener is not listener:
+                    return          # cleanup() closed it
+                self.logger.warning('accept() failed: %s' % (e,))
+                gevent.sleep(0.1)   # e.g. out of file descriptors: let connections finish
+                continue
+            while len(self._binding) >= max(1, self.max_pending_bindings):
+                self._abandon(next(iter(self._binding)))
+            job = gevent.spawn(self._bind_connection, sock, address, full_remote_path)
+            self._binding[job] = sock
+
+    def _abandon(self, job):
+        # Stop a connection's binding; its socket is closed here too, in case its greenlet never ran.
+        sock = self._binding.pop(job, None)
+        job.kill(block=False)
+        _close_quietly(sock)
+
+    def _bind_connection(self, sock, address, full_remote_path):
+        transport = None
+        try:
+            _tune(sock)
+            if self._context is not None:
+                # the handshake has a bound of its own: waiting for a peer without a time limit
+                # (MSRPIncomingConnectTimeout.seconds = None) must not keep a stalled handshake forever
+                seconds = MSRPConnectTimeout.seconds
+                stalled = MSRPIncomingConnectTimeout('TLS handshake not completed within %s seconds' % seconds)
+                sock = _server_side(sock, self._context)
+                try:
+                    with gevent.Timeout(seconds, stalled):
+                        sock.do_handshake()
+                except (OSError, ValueError) as e:
+                    # a client certificate refused (local_uri.credentials with verify_peer)
+                    raise tls.certificate_failure(e, 'the connecting peer') or MSRPConnectError(
+                        self.local_uri.host, self.local_uri.port, 'TLS handshake: %s' % e)
+            with MSRPBindSessionTimeout.timeout():
+                transport = MSRPTransport(self.local_uri, self.logger, self.use_sessmatch, sock=sock)
+                transport.accept_binding(full_remote_path)
+        except (MSRPError, ConnectionClosed, OSError, ValueError) as e:
+            self._failure = e.with_traceback(None)
+            if self.on_connection_dropped is not None:
+                try:
+                    self.on_connection_dropped(address[:2], self._failure)
+                except Exception:  # the application's callback must not stop the acceptor
+                    self.logger.exception('on_connection_dropped raised')
+            else:
+                self.logger.info('Incoming connection from %s:%s dropped: %s' % (address[0], address[1],
+                                                                                  e or type(e).__name__))
+            self._drop(transport, sock)
+        except BaseException:   # killed: cleanup(), complete() returned, or dropped for a newer connection
+            self._drop(transport, sock)
+            raise
+        else:
+            self._bound.append(transport)
+        finally:
+            self._binding.pop(gevent.getcurrent(), None)
+            self._changed.set()
+
+    @staticmethod
+    def _drop(transport, sock):
+        if transport is not None:
+            transport.loseConnection()
+        else:
+            _close_quietly(sock)
 
     def cleanup(self, sync=True):
-        """Stop listening (if still listening)."""
+        """Stop listening (if still listening) and drop connections not returned by :meth:`complete`."""
+        self._stop_accepting()
+        for job in list(self._binding):
+            self._abandon(job)
+        bound, self._bound = self._bound, []
+        for transport in bound:
+            transport.loseConnection()
         if self.listener is not None:
             _close_quietly(self.listener)
             self.listener = None
+        self._changed.set()
 
 
 DirectConnector = ConnectorDirect

@@ -18,11 +18,14 @@ on top of :class:`~msrplib.session.MSRPSession` without changing it:
   the application.
 """
 
+import bisect
 import enum
 import hashlib
+import heapq
 import io
 import os
 import tempfile
+import weakref
 
 from gevent.event import AsyncResult
 
@@ -31,7 +34,8 @@ from msrplib.protocol import (
     SuccessReportHeader, random_message_id)
 from msrplib.transport import MSRPTransactionError
 
-__all__ = ['OutgoingMessage', 'MessageState', 'IncomingMessage', 'MessageAssembler', 'DEFAULT_CHUNK_SIZE']
+__all__ = ['OutgoingMessage', 'MessageState', 'IncomingMessage', 'MessageAssembler', 'PartialBudget', 'PROCESS_BUDGET',
+           'DEFAULT_CHUNK_SIZE']
 
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_WINDOW = 8  # chunks of one message awaiting their response at most: bounds the data queued ahead of chat
@@ -51,29 +55,53 @@ class MessageState(str, enum.Enum):
 
 
 class _Ranges:
-    # Disjoint, sorted, inclusive 1-based byte intervals.
+    """Disjoint, sorted, inclusive 1-based byte intervals (what arrived, or what was acknowledged).
+
+    Kept as two sorted lists (starts, ends): :meth:`add` and :meth:`covers`
+    find their place by bisection, O(log n) comparisons, plus one list splice
+    (a memmove) for the intervals an addition merges; each interval is merged
+    away at most once, so a stream of additions costs O(log n) each, amortised.
+    ``total`` (bytes covered) and ``len()`` (intervals) are kept up to date.
+    """
+
+    __slots__ = ('starts', 'ends', 'total')
+
     def __init__(self):
-        self.intervals = []
+        self.starts = []
+        self.ends = []
+        self.total = 0
+
+    def __len__(self):
+        return len(self.starts)
 
     def add(self, start, end):
         if end < start:
             return
-        merged = []
-        for a, b in self.intervals:
-            if b + 1 < start or end + 1 < a:
-                merged.append((a, b))
-            else:
-                start, end = min(a, start), max(b, end)
-        merged.append((start, end))
-        merged.sort()
-        self.intervals = merged
+        starts, ends = self.starts, self.ends
+        low = bisect.bisect_left(ends, start - 1)     # first interval touching or after [start, end]
+        high = bisect.bisect_right(starts, end + 1)   # first interval beyond it
+        removed = 0
+        if low < high:
+            start = min(start, starts[low])
+            end = max(end, ends[high - 1])
+            for index in range(low, high):
+                removed += ends[index] - starts[index] + 1
+        starts[low:high] = [start]
+        ends[low:high] = [end]
+        self.total += end - start + 1 - removed
 
     def covers(self, start, end):
-        return any(a <= start and end <= b for a, b in self.intervals)
+        index = bisect.bisect_right(self.starts, start) - 1
+        return index >= 0 and self.ends[index] >= end
 
     @property
-    def total(self):
-        return sum(b - a + 1 for a, b in self.intervals)
+    def last(self):
+        """The highest byte position covered (0 when empty)."""
+        return self.ends[-1] if self.ends else 0
+
+    @property
+    def intervals(self):
+        return list(zip(self.starts, self.ends))
 
 
 def _source_size(source):
@@ -332,10 +360,23 @@ class IncomingMessage:
             self.content_type = None
         self.size = 0
         self.file = None
-        self._buffer = bytearray()
-        self._received = _Ranges()
         self.total = None
+        self.discard_reason = None   # why a MessageAssembler dropped it incomplete (see on_discard)
         self.success_report = False
+        # In memory: the bytes from byte 1 on without a gap, and the pieces received beyond a gap (by 0-based
+        # offset, their offsets in a heap), so that memory is what arrived -- never a zero-filled hole.
+        self._buffer = bytearray()
+        self._pieces = {}
+        self._piece_offsets = []
+        self._pieces_bytes = 0
+        self._received = _Ranges()
+        self._memory = 0       # bytes charged to the memory budgets
+        self._file_cost = 0    # bytes charged to the file budgets
+
+    @property
+    def bytes_received(self):
+        """How many distinct bytes of the body have arrived."""
+        return self._received.total
 
     @property
     def data(self):
@@ -364,28 +405,168 @@ class IncomingMessage:
     def __repr__(self):
         return '<IncomingMessage %s %s %d bytes>' % (self.message_id, self.content_type, self.size)
 
+    # -- storage, for the assembler
+
+    def _memory_cost(self):
+        return len(self._buffer) + self._pieces_bytes + PIECE_OVERHEAD * len(self._pieces)
+
+    def _write_memory(self, offset, data):
+        buffer = self._buffer
+        if offset <= len(buffer):
+            buffer[offset:offset + len(data)] = data
+            offsets, pieces = self._piece_offsets, self._pieces
+            while offsets and offsets[0] <= len(buffer):
+                start = heapq.heappop(offsets)
+                piece = pieces.pop(start)
+                self._pieces_bytes -= len(piece)
+                if start + len(piece) > len(buffer):
+                    buffer += memoryview(piece)[len(buffer) - start:]
+            return
+        old = self._pieces.get(offset)
+        if old is None:
+            heapq.heappush(self._piece_offsets, offset)
+        elif len(old) >= len(data):
+            return  # a repeat of what is held already (RFC 4975 lets a chunk be sent again)
+        else:
+            self._pieces_bytes -= len(old)
+        self._pieces[offset] = bytes(data)
+        self._pieces_bytes += len(data)
+
+    def _move_to(self, handle):
+        self.file = handle
+        if self._buffer:
+            handle.write(self._buffer)
+        for offset, piece in self._pieces.items():
+            handle.seek(offset)
+            handle.write(piece)
+        self._buffer = bytearray()
+        self._pieces.clear()
+        self._piece_offsets = []
+        self._pieces_bytes = 0
+
+    def _file_footprint(self):
+        # What the file may take on disk: the bytes received, plus two file-system blocks per fragment (the
+        # partly filled blocks at its ends) -- sparse writes allocate whole blocks.
+        return self._received.total + 2 * FILE_BLOCK * len(self._received)
+
+
+#: Bytes of bookkeeping counted for each piece of a message held in memory beyond a gap.
+PIECE_OVERHEAD = 128
+#: File-system block size assumed when counting what a partly received message takes on disk.
+FILE_BLOCK = 4096
+
+
+class PartialBudget:
+    """Bytes held for incomplete messages by every :class:`MessageAssembler` that shares this budget.
+
+    ``PartialBudget(max_memory=64 MiB, max_files=4 GiB)`` (None: no limit).
+    ``memory`` and ``files`` are the bytes in use now (in memory, and in
+    files by their disk footprint).  Assemblers use :data:`PROCESS_BUDGET`
+    unless given another one, so the defaults bound a whole process.  An
+    assembler that is garbage-collected without :meth:`MessageAssembler.clear`
+    gives its share back.
+    """
+
+    def __init__(self, max_memory=64 * 1024 * 1024, max_files=4 * 1024 ** 3):
+        self.max_memory = max_memory
+        self.max_files = max_files
+        self.memory = 0
+        self.files = 0
+
+    def __repr__(self):
+        return '<PartialBudget memory %d/%s files %d/%s>' % (self.memory, self.max_memory, self.files,
+                                                             self.max_files)
+
+
+#: The budget shared by every assembler made without ``budget=`` (one per process).
+PROCESS_BUDGET = PartialBudget()
+
+
+class _Usage:
+    # One assembler's share of its budget; given back by a finaliser if the assembler is dropped uncleared.
+    __slots__ = ('memory', 'files')
+
+    def __init__(self):
+        self.memory = 0
+        self.files = 0
+
+    @staticmethod
+    def give_back(usage, budget):
+        budget.memory -= usage.memory
+        budget.files -= usage.files
+        usage.memory = usage.files = 0
+
+
+class _Refuse(Exception):
+    # Ends the message being assembled: the chunk gets ``code``/``comment`` and later chunks of it get 413.
+    def __init__(self, code, comment):
+        Exception.__init__(self, comment)
+        self.code = code
+        self.comment = comment
+
 
 class MessageAssembler:
-    """Reassembles incoming SEND chunks into whole messages.
+    """Reassembles incoming SEND chunks into whole messages, at the cost of what was received.
 
-    ``MessageAssembler(max_message_size=64 MiB, memory_limit=1 MiB, open_file=None, max_partial_messages=64)``:
-    a message larger than ``max_message_size`` (by its Byte-Range) is
-    answered 413 (and forgotten); a message larger than ``memory_limit`` is
-    written to ``open_file(message)`` (a callable returning a writable,
-    seekable binary file) or to a temporary file; at most
-    ``max_partial_messages`` messages may be incomplete at once (a chunk
-    starting another one gets 413).  Give it to a session as
-    ``MSRPSession(..., assembler=MessageAssembler())``.
+    ``MessageAssembler(max_message_size=64 MiB, memory_limit=1 MiB,
+    open_file=None, max_partial_messages=64, max_fragments=1024,
+    memory_budget=8 MiB, file_budget=256 MiB, budget=None, on_discard=None)``.
+    Give it to a session as ``MSRPSession(..., assembler=MessageAssembler())``.
+
+    * A message larger than ``max_message_size`` (by its Byte-Range) is
+      answered 413 (and forgotten; its later chunks get 413 too).
+    * A message is held in memory -- only the bytes that arrived, never a
+      zero-filled gap -- until it is larger than ``memory_limit``, or until
+      holding it would pass ``memory_budget`` (all incomplete messages of
+      this assembler) or the shared ``budget``'s ``max_memory``; then it is
+      written to ``open_file(message)`` (a callable returning a writable,
+      seekable binary file) or to a temporary file.
+    * Files count by their disk footprint (bytes received plus two blocks per
+      fragment); a chunk that would take this assembler's files past
+      ``file_budget``, or the shared ``budget`` past ``max_files``, ends its
+      message with 413 (so does a write error, e.g. a full disk).
+    * A message received in more than ``max_fragments`` separate pieces (gaps
+      between them) is answered 413.  Ranges are kept sorted, O(log n) per
+      chunk.
+    * At most ``max_partial_messages`` messages may be incomplete at once (a
+      chunk starting another one gets 413).
+    * A chunk whose body runs past its Byte-Range end or total, or whose
+      total contradicts an earlier chunk's, is answered 400.
+    * ``budget``: a :class:`PartialBudget` shared with other assemblers
+      (default :data:`PROCESS_BUDGET`).  ``on_discard(message)`` is called
+      whenever an incomplete message is dropped (``#``, 413, a write error,
+      :meth:`clear`) after its file is closed: e.g. to delete the file that
+      ``open_file`` made.  The message's ``discard_reason`` then says why
+      (``'aborted by the sender'``, the 413/400 sent, or that the session
+      ended) and ``bytes_received`` how much of it had arrived.
     """
 
     def __init__(self, max_message_size=64 * 1024 * 1024, memory_limit=1024 * 1024, open_file=None,
-                 max_partial_messages=64):
+                 max_partial_messages=64, max_fragments=1024, memory_budget=8 * 1024 * 1024,
+                 file_budget=256 * 1024 * 1024, budget=None, on_discard=None):
         self.max_message_size = max_message_size
         self.memory_limit = memory_limit
         self.open_file = open_file
         self.max_partial_messages = max_partial_messages
+        self.max_fragments = max_fragments
+        self.memory_budget = memory_budget
+        self.file_budget = file_budget
+        self.budget = budget if budget is not None else PROCESS_BUDGET
+        self.on_discard = on_discard
         self.partial = {}        # Message-ID -> IncomingMessage
         self._refused = {}       # Message-IDs answered 413 (bounded, oldest dropped)
+        self._usage = _Usage()
+        weakref.finalize(self, _Usage.give_back, self._usage, self.budget)
+
+    @property
+    def memory_in_use(self):
+        """Bytes of incomplete messages held in memory by this assembler."""
+        return self._usage.memory
+
+    @property
+    def files_in_use(self):
+        """Disk footprint (bytes) of the files of this assembler's incomplete messages."""
+        return self._usage.files
 
     def accept(self, chunk):
         """Take SEND ``chunk``; return ``(code, comment, message)``.
@@ -405,81 +586,137 @@ class MessageAssembler:
             return 413, 'Message too large', None
         message = self.partial.get(message_id)
         if chunk.contflag == '#':
-            self.partial.pop(message_id, None)
-            self._close(message)
+            self._discard(message_id, message, 'aborted by the sender')
             return 200, 'OK', None
+        data = chunk.data
         start = byte_range.start
-        end = start + len(chunk.data) - 1
+        end = start + len(data) - 1
         total = byte_range.total
+        if data and byte_range.end is not None and end > byte_range.end:
+            return 400, 'Body longer than its Byte-Range', None
+        if message is not None and total is not None and message.total is not None and total != message.total:
+            return 400, 'Byte-Range total differs from an earlier chunk', None
+        known_total = total if total is not None else message.total if message is not None else None
+        if known_total is not None and end > known_total:
+            return 400, 'Body beyond the Byte-Range total', None
         if max(end, total or 0) > self.max_message_size:
-            self._refuse(message_id, message)
-            return 413, 'Message larger than %d bytes' % self.max_message_size, None
+            comment = 'Message larger than %d bytes' % self.max_message_size
+            self._refuse(message_id, message, '413 %s' % comment)
+            return 413, comment, None
         if message is None:
             if len(self.partial) >= self.max_partial_messages:
                 return 413, 'Too many messages in progress', None
             message = IncomingMessage(message_id, chunk)
             self.partial[message_id] = message
+        try:
+            self._take(message, chunk, start, end, total)
+        except _Refuse as e:
+            self._refuse(message_id, message, '%d %s' % (e.code, e.comment))
+            return e.code, e.comment, None
+        if message.total is not None and message._received.covers(1, message.total) or \
+                (message.total == 0 and chunk.contflag == '$'):
+            return 200, 'OK', self._complete(message)
+        return 200, 'OK', None
+
+    def _take(self, message, chunk, start, end, total):
         if total is not None:
             message.total = total
         if chunk.contflag == '$' and message.total is None:
             message.total = end
+        if message.total is not None and message._received.last > message.total:
+            raise _Refuse(400, 'Byte-Range total smaller than the bytes already received')
         try:
             if chunk.success_report == 'yes':
                 message.success_report = True
         except HeaderParsingError:
             pass
-        if chunk.data:
-            try:
-                self._store(message, start, chunk.data)
-            except OSError as e:
-                self.partial.pop(message_id, None)
-                self._close(message)
-                return 413, 'Cannot store the message: %s' % (e,), None
-            message._received.add(start, end)
-        if message.total is not None and message._received.covers(1, message.total) or \
-                (message.total == 0 and chunk.contflag == '$'):
-            del self.partial[message_id]
-            message.size = message.total
-            if message.file is not None:
-                message.file.flush()
-                message.file.seek(0)
-            return 200, 'OK', message
-        return 200, 'OK', None
-
-    def _store(self, message, start, data):
-        offset = start - 1
-        end = offset + len(data)
-        if message.file is None and max(end, message.total or 0) > self.memory_limit:
-            message.file = self.open_file(message) if self.open_file is not None else tempfile.TemporaryFile()
-            if message._buffer:
-                message.file.write(message._buffer)
-                message._buffer = bytearray()
-        if message.file is not None:
-            message.file.seek(offset)
-            message.file.write(data)
+        if not chunk.data:
             return
-        buffer = message._buffer
-        if len(buffer) < offset:
-            buffer.extend(bytes(offset - len(buffer)))
-        buffer[offset:end] = data
+        message._received.add(start, end)
+        if len(message._received) > self.max_fragments:
+            raise _Refuse(413, 'Message in more than %d fragments' % self.max_fragments)
+        try:
+            self._store(message, start - 1, chunk.data)
+        except OSError as e:
+            raise _Refuse(413, 'Cannot store the message: %s' % (e.strerror or e,))
 
-    def _refuse(self, message_id, message):
-        self.partial.pop(message_id, None)
-        self._close(message)
-        self._refused[message_id] = True
-        while len(self._refused) > 1024:
-            del self._refused[next(iter(self._refused))]
+    def _store(self, message, offset, data):
+        usage, budget = self._usage, self.budget
+        if message.file is None:
+            grown = message._memory + len(data) + PIECE_OVERHEAD
+            if max(offset + len(data), message.total or 0) > self.memory_limit or \
+                    _over(usage.memory - message._memory + grown, self.memory_budget) or \
+                    _over(budget.memory - message._memory + grown, budget.max_memory):
+                self._charge_memory(message, 0)
+                handle = self.open_file(message) if self.open_file is not None else tempfile.TemporaryFile()
+                message._move_to(handle)
+        if message.file is None:
+            message._write_memory(offset, data)
+            self._charge_memory(message, message._memory_cost())
+            return
+        footprint = message._file_footprint()
+        delta = footprint - message._file_cost
+        if _over(usage.files + delta, self.file_budget) or _over(budget.files + delta, budget.max_files):
+            raise _Refuse(413, 'Out of space for incomplete messages')
+        message.file.seek(offset)
+        message.file.write(data)
+        self._charge_files(message, footprint)
 
-    @staticmethod
-    def _close(message):
-        if message is not None and message.file is not None:
+    def _charge_memory(self, message, cost):
+        delta = cost - message._memory
+        message._memory = cost
+        self._usage.memory += delta
+        self.budget.memory += delta
+
+    def _charge_files(self, message, cost):
+        delta = cost - message._file_cost
+        message._file_cost = cost
+        self._usage.files += delta
+        self.budget.files += delta
+
+    def _release(self, message):
+        self._charge_memory(message, 0)
+        self._charge_files(message, 0)
+
+    def _complete(self, message):
+        del self.partial[message.message_id]
+        self._release(message)
+        message.size = message.total
+        if message.file is not None:
+            message.file.flush()
+            message.file.truncate(message.total)
+            message.file.seek(0)
+        return message
+
+    def _discard(self, message_id, message, reason):
+        if message is None:
+            return
+        message.discard_reason = reason
+        if self.partial.get(message_id) is message:
+            del self.partial[message_id]
+        self._release(message)
+        message._buffer = bytearray()
+        message._pieces.clear()
+        if message.file is not None:
             try:
                 message.file.close()
             except OSError:
                 pass
+        if self.on_discard is not None:
+            self.on_discard(message)
+
+    def _refuse(self, message_id, message, reason):
+        self._discard(message_id, message, reason)
+        self._refused[message_id] = True
+        while len(self._refused) > 1024:
+            del self._refused[next(iter(self._refused))]
 
     def clear(self):
-        """Forget every incomplete message (closing their files)."""
-        for message in self.partial.values():
-            self._close(message)
+        """Forget every incomplete message (closing their files, calling ``on_discard``)."""
+        for message_id, message in list(self.partial.items()):
+            self._discard(message_id, message, 'the session ended before it was complete')
         self.partial.clear()
+
+
+def _over(value, limit):
+    return limit is not None and value > limit

@@ -179,7 +179,7 @@ def test_bad_uri_exits_2_with_a_message(path):
     assert 'Traceback' not in result.stderr
 
 
-def test_bad_arguments_exit_2_in_process(capsys):
+def test_bad_arguments_exit_2_in_process(capsys, tmp_path):
     assert cli.main(['send', 'text without --to']) == 2
     assert cli.main(['sendfile', '--to', 'msrp://127.0.0.1:9/a;tcp', '/nonexistent/file']) == 2
     assert 'cannot read /nonexistent/file' in capsys.readouterr().err

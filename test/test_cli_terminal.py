@@ -135,11 +135,8 @@ def test_ctrl_c_stops_sendfile_within_a_second_and_aborts_the_message(procs, ter
     # the listener drops the message: no partial file is left and nothing is saved
     assert _wait_until(lambda: os.listdir(save) == []), os.listdir(save)
     assert not any(line.startswith('saved ') for line in listener.stdout)
-    # COORDINATOR (issue 17, branch h17b): the listener saying that the sender aborted the message (and that
-    # the partial file was deleted) is built on branch h17b; until it is merged this part cannot pass.  Once
-    # merged, delete this xfail so that the assertion below is enforced.
-    if not _wait_until(lambda: any('abort' in line.lower() for line in listener.stdout + listener.stderr), 2):
-        pytest.xfail('the listener does not report the abort yet (issue 17, branch h17b)')
+    # and says that the sender aborted it
+    _wait_until(lambda: any('abort' in line.lower() for line in listener.stdout + listener.stderr), 2)
     assert any('abort' in line.lower() for line in listener.stdout + listener.stderr)
 
 

@@ -292,6 +292,178 @@ def test_get_connector_get_acceptor_and_aliases():
     assert connect.DirectConnector(logger=logger, use_sessmatch=True).use_sessmatch
 
 
+def eof_within(sock, seconds=T):
+    """True when the peer closes ``sock`` within ``seconds``."""
+    try:
+        with gevent.Timeout(seconds):
+            while sock.recv(65536):
+                pass
+    except gevent.Timeout:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+@pytest.mark.parametrize('nuisance', ['silent', 'closed', 'wrong-session', 'garbage'])
+def test_acceptor_takes_its_peer_after_a_connection_that_does_not_bind(nuisance):
+    # Issue 17: one silent connection (or connect+close) made complete() fail and the real peer was refused.
+    acceptor, connector = AcceptorDirect(), ConnectorDirect()
+    acceptor_path = acceptor.prepare(local())
+    connector_path = connector.prepare(local(port=None))
+    port = acceptor_path[0].port
+    with gevent.Timeout(T):
+        accepting = gevent.spawn(acceptor.complete, connector_path)
+        other = gevent.socket.create_connection(('127.0.0.1', port))
+        if nuisance == 'closed':
+            other.close()
+        elif nuisance == 'garbage':
+            other.sendall(b'GET / HTTP/1.0\r\n\r\n' * 10)
+        elif nuisance == 'wrong-session':
+            wrong = RawClient(port)
+            with pytest.raises(MSRPNoSuchSessionError):
+                wrong.bind([local(port=port, session_id='someone-else')])
+            with pytest.raises(ConnectionClosed):
+                wrong.transport.read_chunk()   # and its connection was closed
+        gevent.sleep(0.1)   # the nuisance is taken first
+        assert not accepting.ready()
+        ta = connector.complete(acceptor_path)
+        tb = accepting.get()
+    try:
+        exchange(ta, tb)
+        assert refused('127.0.0.1', port)    # one peer taken: the listening socket is closed
+        if nuisance in ('silent', 'garbage'):
+            assert eof_within(other)         # the connection that did not bind was dropped too
+    finally:
+        ta.loseConnection()
+        tb.loseConnection()
+        other.close()
+        connector.cleanup()
+        acceptor.cleanup()
+
+
+def test_acceptor_reports_each_dropped_connection_and_goes_on(monkeypatch):
+    monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 0.3)
+    acceptor, connector = AcceptorDirect(), ConnectorDirect()
+    dropped = []
+
+    def on_dropped(address, error):
+        dropped.append((address, error))
+        raise RuntimeError('a callback that raises does not stop the acceptor')
+
+    acceptor.on_connection_dropped = on_dropped
+    acceptor_path = acceptor.prepare(local())
+    connector_path = connector.prepare(local(port=None))
+    port = acceptor_path[0].port
+    with gevent.Timeout(T):
+        accepting = gevent.spawn(acceptor.complete, connector_path)
+        closed = gevent.socket.create_connection(('127.0.0.1', port))
+        address = closed.getsockname()[:2]
+        closed.close()
+        silent = gevent.socket.create_connection(('127.0.0.1', port))
+        while len(dropped) < 2:
+            gevent.sleep(0.05)
+        ta = connector.complete(acceptor_path)
+        tb = accepting.get()
+    try:
+        assert dropped[0][0] == address and isinstance(dropped[0][1], ConnectionClosed)
+        assert dropped[1][0] == silent.getsockname()[:2] and isinstance(dropped[1][1], MSRPBindSessionTimeout)
+        exchange(ta, tb)
+    finally:
+        ta.loseConnection()
+        tb.loseConnection()
+        silent.close()
+        connector.cleanup()
+        acceptor.cleanup()
+
+
+def test_acceptor_keeps_accepting_while_a_binding_is_pending(monkeypatch):
+    # A connection that never binds holds nothing up: the peer connecting after it binds at once.
+    monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 60)
+    monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', 60)
+    acceptor = AcceptorDirect()
+    path = acceptor.prepare(local())
+    silent = [gevent.socket.create_connection(('127.0.0.1', path[0].port)) for _ in range(5)]
+    try:
+        with gevent.Timeout(T):
+            accepting = gevent.spawn(acceptor.complete, None)
+            client = RawClient(path[0].port)
+            active = client.bind(path)
+            passive = accepting.get()
+        exchange(active, passive)
+        assert all(eof_within(sock) for sock in silent)   # complete() returned: the others are dropped
+        active.loseConnection()
+        passive.loseConnection()
+    finally:
+        for sock in silent:
+            sock.close()
+        acceptor.cleanup()
+
+
+def test_acceptor_drops_the_oldest_binding_beyond_max_pending_bindings(monkeypatch):
+    monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 60)
+    acceptor = AcceptorDirect()
+    acceptor.max_pending_bindings = 3
+    path = acceptor.prepare(local())
+    accepting = gevent.spawn(acceptor.complete, None)
+    silent = []
+    try:
+        for _ in range(6):
+            silent.append(gevent.socket.create_connection(('127.0.0.1', path[0].port)))
+            gevent.sleep(0.05)
+        assert all(eof_within(sock, 2) for sock in silent[:3])
+        assert len(acceptor._binding) == 3
+        with gevent.Timeout(T):
+            active = RawClient(path[0].port).bind(path)
+            passive = accepting.get()
+        exchange(active, passive)
+        active.loseConnection()
+        passive.loseConnection()
+    finally:
+        for sock in silent:
+            sock.close()
+        accepting.kill()
+        acceptor.cleanup()
+
+
+def test_acceptor_keep_listening_returns_one_peer_per_complete():
+    acceptor = AcceptorDirect()
+    acceptor.keep_listening = True
+    path = acceptor.prepare(local())
+    port = path[0].port
+    peers = []
+    try:
+        with gevent.Timeout(T):
+            for number in range(3):
+                accepting = gevent.spawn(acceptor.complete, None)
+                active = RawClient(port, session_id='peer%d' % number).bind(path)
+                passive = accepting.get()
+                assert passive.remote_uri.session_id == 'peer%d' % number
+                peers += [active, passive]
+                exchange(active, passive)
+                assert not refused('127.0.0.1', port)   # still listening between calls
+    finally:
+        acceptor.cleanup()
+        for transport in peers:
+            transport.loseConnection()
+    assert refused('127.0.0.1', port)
+
+
+def test_acceptor_raises_the_latest_failure_when_the_incoming_timeout_passes(monkeypatch):
+    monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', 0.3)
+    monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 0.6)
+    acceptor = AcceptorDirect()
+    path = acceptor.prepare(local())
+    silent = gevent.socket.create_connection(('127.0.0.1', path[0].port))
+    try:
+        with gevent.Timeout(T), pytest.raises(MSRPBindSessionTimeout):
+            # accepting ends at 0.3 s; the silent connection still had until 0.6 s to bind
+            acceptor.complete(None)
+        assert refused('127.0.0.1', path[0].port) and eof_within(silent)
+    finally:
+        silent.close()
+
+
 def test_acceptor_complete_without_prepare():
     with pytest.raises(MSRPError):
         AcceptorDirect().complete([local(port=1)])
@@ -574,3 +746,19 @@ def test_acceptor_cleanup_during_complete_raises_connect_error():
     acceptor.cleanup()
     with pytest.raises(MSRPConnectError), gevent.Timeout(T):
         waiting.get()
+
+
+def test_stalled_tls_handshake_error_names_the_handshake_limit(monkeypatch):
+    # Issue 17: with MSRPIncomingConnectTimeout.seconds = None the error said "(None seconds)".
+    monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', 0.1)
+    monkeypatch.setattr(MSRPConnectTimeout, 'seconds', 0.3)
+    acceptor = AcceptorDirect()
+    path = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=True))
+    stalled = gevent.socket.create_connection(('127.0.0.1', path[0].port))
+    try:
+        with gevent.Timeout(T), pytest.raises(MSRPIncomingConnectTimeout) as info:
+            acceptor.complete(None)
+        assert 'TLS handshake not completed within 0.3 seconds' in str(info.value)
+        assert eof_within(stalled)
+    finally:
+        stalled.close()

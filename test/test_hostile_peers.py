@@ -722,14 +722,23 @@ def test_no_chunk_comes_out_after_max_chunk_size_closed_the_connection():
 
 def test_tls_handshake_never_completing_is_bounded_even_without_an_incoming_timeout(monkeypatch):
     # Regression: with MSRPIncomingConnectTimeout.seconds = None (wait for a peer forever, as `msrp listen`
-    # does), a peer that connected and never finished the TLS handshake held the acceptor forever.
+    # does), a peer that connected and never finished the TLS handshake held the acceptor forever.  Now it
+    # is closed after MSRPConnectTimeout.seconds, and the real peer binds meanwhile.
     monkeypatch.setattr(MSRPIncomingConnectTimeout, 'seconds', None)
     monkeypatch.setattr(MSRPConnectTimeout, 'seconds', 0.5)
     acceptor = AcceptorDirect()
     path = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=True))
     silent = gevent.socket.create_connection(('127.0.0.1', path[0].port))
     try:
-        with gevent.Timeout(T), pytest.raises(MSRPIncomingConnectTimeout):
-            acceptor.complete(None)
+        accepting = gevent.spawn(acceptor.complete, None)
+        connector = ConnectorDirect(expected_fingerprint=acceptor.fingerprint)
+        connector.prepare(URI(host='127.0.0.1', port=None, use_tls=True))
+        with gevent.Timeout(T):
+            active = connector.complete(path)
+            passive = accepting.get()
+        assert eof_within(silent)
+        active.loseConnection()
+        passive.loseConnection()
     finally:
+        acceptor.cleanup()
         silent.close()

@@ -1,15 +1,21 @@
 """Large messages: chunked sending (OutgoingMessage) and reassembly (MessageAssembler), over real loopback pairs."""
 
+import errno
+import gc
 import hashlib
 import io
 import os
+import random
 
 import gevent
 import pytest
 
 from msrplib.connect import AcceptorDirect, ConnectorDirect
-from msrplib.message import MessageAssembler, MessageState, IncomingMessage, OutgoingMessage
-from msrplib.protocol import URI, ContentTypeHeader, MSRPParser, CHUNK_START, BODY, CHUNK_END
+from msrplib.message import (
+    FILE_BLOCK, PIECE_OVERHEAD, IncomingMessage, MessageAssembler, MessageState, OutgoingMessage, PartialBudget,
+    _Ranges)
+from msrplib.protocol import (
+    URI, ByteRange, ByteRangeHeader, ContentTypeHeader, MSRPParser, CHUNK_START, BODY, CHUNK_END)
 from msrplib.session import GreenMSRPSession, MSRPSessionError
 from msrplib.transport import MSRPTransport, MSRPTransactionError, ConnectionClosed
 
@@ -184,6 +190,183 @@ def test_assembler_streams_big_messages_to_a_file(tmp_path):
     assert isinstance(message, IncomingMessage) and message.file is opened[0]
     assert message.data == data and message.sha1() == hashlib.sha1(data).digest()
     assert (tmp_path / 'M.bin').read_bytes() == data
+
+
+
+def make_ranged_chunk(message_id, data, start, end, total, flag='+'):
+    # A chunk whose Byte-Range says start-end/total whatever its body (None: '*').
+    transport = RecordingTransport().transport
+    chunk = transport.make_chunk(data=data, start=start, end=end, length=total, message_id=message_id,
+                                 contflag=flag)
+    chunk.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(start, end, total))
+    chunk.add_header(ContentTypeHeader('text/plain'))
+    return chunk
+
+
+def test_ranges_match_a_plain_model_under_random_additions():
+    rng = random.Random(7)
+    for _ in range(200):
+        ranges, model = _Ranges(), set()
+        for _ in range(rng.randrange(1, 40)):
+            start = rng.randrange(1, 120)
+            end = start + rng.randrange(-1, 15)
+            ranges.add(start, end)
+            model.update(range(start, end + 1))
+            assert ranges.total == len(model)
+            expected = []
+            for position in sorted(model):
+                if expected and expected[-1][1] == position - 1:
+                    expected[-1][1] = position
+                else:
+                    expected.append([position, position])
+            assert ranges.intervals == [tuple(pair) for pair in expected]
+            assert len(ranges) == len(expected)
+            probe = rng.randrange(1, 130)
+            length = rng.randrange(0, 10)
+            assert ranges.covers(probe, probe + length) == all(p in model for p in range(probe, probe + length + 1))
+
+
+def test_sparse_messages_cost_what_was_received_not_their_declared_size():
+    # The attack of issue 17: only the last byte of 64 messages of 1 MiB each.
+    assembler = MessageAssembler(budget=PartialBudget())
+    for number in range(64):
+        total = 1024 * 1024
+        assert assembler.accept(make_chunk('M%d' % number, b'z', total, total, '$'))[0] == 200
+    assert len(assembler.partial) == 64
+    assert all(message.file is None for message in assembler.partial.values())
+    assert assembler.memory_in_use == 64 * (1 + PIECE_OVERHEAD)
+    assert sum(len(m._buffer) for m in assembler.partial.values()) == 0
+
+
+def test_gaps_filled_later_give_the_whole_message_in_memory():
+    assembler = MessageAssembler(budget=PartialBudget())
+    data = payload(10000)
+    order = list(range(0, 10000, 1000))
+    random.Random(3).shuffle(order)
+    message = None
+    for offset in order:
+        code, _, message = assembler.accept(make_chunk('M', data[offset:offset + 1000], offset + 1, 10000))
+        assert code == 200
+    assert message is not None and message.data == data and message.file is None
+    assert assembler.memory_in_use == 0 and not assembler.partial
+
+
+def test_more_fragments_than_max_fragments_gets_413_and_drops_the_message():
+    budget = PartialBudget()
+    assembler = MessageAssembler(max_fragments=100, budget=budget)
+    for number in range(100):
+        assert assembler.accept(make_chunk('M', b'a', 2 * number + 1, 1000))[0] == 200
+    code, comment, _ = assembler.accept(make_chunk('M', b'a', 201, 1000))
+    assert code == 413 and 'fragments' in comment
+    assert 'M' not in assembler.partial and budget.memory == 0
+    assert assembler.accept(make_chunk('M', b'a', 2, 1000))[0] == 413   # later chunks of it too
+    # filling a gap merges fragments: a message sent in order never comes near the cap
+    for number in range(500):
+        assert assembler.accept(make_chunk('N', b'b', number + 1, 1000))[0] == 200
+    assert len(assembler.partial['N']._received) == 1
+
+
+def test_memory_budget_spills_to_a_file_and_file_budget_refuses_with_413():
+    budget = PartialBudget(max_memory=None, max_files=None)
+    assembler = MessageAssembler(memory_budget=3000, file_budget=20000, budget=budget)
+    assert assembler.accept(make_chunk('A', b'a' * 1000, 1, 2000))[0] == 200
+    assert assembler.accept(make_chunk('B', b'b' * 1000, 1, 2000))[0] == 200
+    assert assembler.partial['A'].file is None and assembler.partial['B'].file is None
+    assert assembler.accept(make_chunk('C', b'c' * 1000, 1, 2000))[0] == 200   # past 3000 bytes in memory
+    assert assembler.partial['C'].file is not None
+    assert assembler.memory_in_use == 2 * (1000 + 0) and budget.memory == assembler.memory_in_use
+    assert assembler.files_in_use == 1000 + 2 * FILE_BLOCK
+    code, comment, _ = assembler.accept(make_chunk('C', b'c' * 1000, 1001, 2000, '$'))
+    assert code == 200  # completes: the file is no longer counted
+    assert assembler.files_in_use == 0 and budget.files == 0
+    big = MessageAssembler(memory_limit=100, file_budget=20000, budget=budget)
+    assert big.accept(make_chunk('D', b'd' * 9000, 1, 100000))[0] == 200
+    code, comment, _ = big.accept(make_chunk('D', b'd' * 9000, 9001, 100000))
+    assert code == 413 and 'space' in comment
+    assert big.files_in_use == 0 and not big.partial
+
+
+def test_shared_budget_bounds_many_assemblers_and_is_given_back():
+    budget = PartialBudget(max_memory=5000, max_files=30000)
+    assemblers = [MessageAssembler(budget=budget) for _ in range(4)]
+    for number, assembler in enumerate(assemblers):
+        assert assembler.accept(make_chunk('M', b'x' * 2000, 1, 4000))[0] == 200
+    assert budget.memory <= 5000 + 2000 + PIECE_OVERHEAD
+    assert any(a.partial['M'].file is not None for a in assemblers)     # spilled: the memory budget held
+    extra = MessageAssembler(budget=budget)
+    assert extra.accept(make_chunk('X', b'x' * 30000, 1, 40000))[0] == 413   # the files budget held
+    assemblers[0].clear()
+    del assemblers[1]
+    gc.collect()
+    remaining = sum(a.memory_in_use for a in assemblers[1:])
+    assert budget.memory == remaining
+    for assembler in assemblers[1:]:
+        assembler.clear()
+    assert budget.memory == 0 and budget.files == 0
+
+
+def test_body_longer_than_its_byte_range_gets_400_and_is_not_stored():
+    assembler = MessageAssembler(budget=PartialBudget())
+    code, comment, message = assembler.accept(make_ranged_chunk('A', b'x' * 5000, 1, 10, 10, '$'))
+    assert (code, message) == (400, None) and 'Byte-Range' in comment
+    code, _, message = assembler.accept(make_ranged_chunk('B', b'x' * 5000, 1, None, 10, '$'))
+    assert (code, message) == (400, None)   # end '*' but past the total
+    assert not assembler.partial
+    # a body shorter than its range is an interrupted chunk (RFC 4975 7.1.1): the bytes that came count
+    assert assembler.accept(make_ranged_chunk('C', b'x' * 5, 1, 10, 10))[0] == 200
+    code, _, message = assembler.accept(make_ranged_chunk('C', b'y' * 5, 6, 10, 10, '$'))
+    assert code == 200 and message.data == b'xxxxxyyyyy' and message.size == 10
+
+
+def test_total_changed_between_chunks_gets_400():
+    assembler = MessageAssembler(budget=PartialBudget())
+    assert assembler.accept(make_chunk('A', b'x' * 10, 1, 100))[0] == 200
+    assert assembler.accept(make_chunk('A', b'x' * 10, 11, 200))[0] == 400
+    assert assembler.accept(make_ranged_chunk('T', b'x' * 5, 1, 5, 100))[0] == 200
+    assert assembler.accept(make_ranged_chunk('T', b'x' * 50, 90, None, None))[0] == 400   # past the known total
+    assert assembler.accept(make_ranged_chunk('B', b'x' * 50, 1, 50, None))[0] == 200
+    code, _, message = assembler.accept(make_ranged_chunk('B', b'', 1, 0, None, '$'))
+    assert code == 400 and message is None and 'B' not in assembler.partial
+
+
+def test_on_discard_is_called_once_for_every_message_that_ends_without_completing(tmp_path):
+    discarded = []
+    files = []
+
+    def open_file(message):
+        handle = open(tmp_path / ('%d.part' % len(files)), 'w+b')
+        files.append(handle)
+        return handle
+
+    assembler = MessageAssembler(memory_limit=10, max_message_size=1000, open_file=open_file,
+                                 on_discard=discarded.append, budget=PartialBudget())
+    # the same Message-ID twice: a chunk then '#', each time -- both partials are discarded
+    first = None
+    for _ in range(2):
+        assert assembler.accept(make_chunk('A', b'x' * 100, 1, 500))[0] == 200
+        first = first or assembler.partial['A']
+        assert assembler.accept(make_chunk('A', b'', 101, 500, '#'))[0] == 200
+    assert len(discarded) == 2 and discarded[0] is first and discarded[1] is not first
+    assert all(handle.closed for handle in files)
+    assert assembler.accept(make_chunk('B', b'x' * 100, 1, 5000))[0] == 413    # too large: no file at all
+    assert assembler.accept(make_chunk('C', b'x' * 100, 1, 500))[0] == 200
+    assembler.clear()
+    assert [m.message_id for m in discarded] == ['A', 'A', 'C']
+
+
+class FullDisk(io.BytesIO):
+    def write(self, data):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def test_write_error_ends_the_message_with_413_and_discards_it():
+    discarded = []
+    assembler = MessageAssembler(memory_limit=10, open_file=lambda message: FullDisk(),
+                                 on_discard=discarded.append, budget=PartialBudget())
+    code, comment, _ = assembler.accept(make_chunk('A', b'x' * 100, 1, 500))
+    assert code == 413 and 'No space' in comment
+    assert [m.message_id for m in discarded] == ['A'] and discarded[0].file.closed
+    assert not assembler.partial and assembler.files_in_use == 0
 
 
 # -- over a real session
