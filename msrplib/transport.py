@@ -715,7 +715,9 @@ class MSRPTransport:
         chunks: each has Byte-Range adjusted to the bytes it carries,
         contflag ``'+'`` except the last, and ``segment`` = 1, 2, 3...
         (``size`` is a hint: segments hold what has arrived, at least one
-        byte; ``size=0`` is legal).  Without ``size``, a body larger than
+        byte -- the last byte received is held back until more comes, so
+        that the segment ending the chunk is never empty; ``size=0`` is
+        legal).  Without ``size``, a body larger than
         :attr:`max_chunk_size` closes the connection.
 
         Raises :class:`ChunkParseError` (and closes) on malformed input;
@@ -750,7 +752,9 @@ class MSRPTransport:
                         error = ChunkParseError('chunk body exceeds max_chunk_size=%d' % self.max_chunk_size)
                         self._lose(ConnectionLost(str(error)))
                         raise error
-                elif self._body_size >= size and not events:
+                elif self._body_size > max(size, 1) and not events:
+                    # the last byte is held back, so that the segment that ends the chunk (its flag comes
+                    # with the end-line, maybe in a later read) is never empty
                     return self._segment_out()
             else:
                 chunk = self._chunk_out(value)
@@ -774,9 +778,14 @@ class MSRPTransport:
         """Undo :meth:`expect_response` (e.g. after giving up waiting)."""
         self._response_hooks.pop(transaction_id, None)
 
-    def _take_body(self):
+    def _take_body(self, keep=0):
+        # The body received so far as bytes, but for its last ``keep`` bytes, which stay buffered.
         body = self._body
         data = body[0] if len(body) == 1 else b''.join(body)
+        if keep:
+            self._body = [data[-keep:]]
+            self._body_size = keep
+            return data[:-keep]
         self._body = []
         self._body_size = 0
         return data
@@ -784,7 +793,7 @@ class MSRPTransport:
     def _segment_out(self):
         current = self._current
         chunk = current.copy()
-        chunk.data = self._take_body()
+        chunk.data = self._take_body(keep=1)
         self._segment += 1
         chunk.segment = self._segment
         if current.chunk_header is not None:

@@ -375,6 +375,21 @@ def read_through_transport(stream, cuts, size, max_chunk_size, reset=False, limi
 
 
 
+def test_segment_ending_a_chunk_is_never_empty_when_reads_split_the_body():
+    # Found by hypothesis: with read_chunk(0) and reads of 512 bytes, every byte of the body went out in
+    # '+' segments before the end-line arrived, and the segment carrying '$' was empty.
+    head = b'MSRP a00000 SEND\r\nTo-Path: msrp://a.example.com/x;tcp\r\nMessage-ID: m\r\n' \
+           b'Byte-Range: 1-*/*\r\nContent-Type: text/plain\r\n\r\n'
+    for length in range(480, 540):
+        body = bytes(range(32, 127)) * 6
+        stream = head + body[:length - len(head)] + b'\r\n-------a00000$\r\n'
+        results, error = read_through_transport(stream, [], 0, 10)
+        segments = [result for result in results if result is not None]
+        assert segments and segments[-1].contflag == '$', (length, results, error)
+        assert all(len(segment.data) >= 1 for segment in segments), (length, [len(s.data) for s in segments])
+        assert b''.join(segment.data for segment in segments) == body[:length - len(head)]
+
+
 TRANSPORT_SETTINGS = settings(max_examples=40, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
