@@ -68,6 +68,8 @@ DEFAULT_MAX_SIZE = 4 * 1024 ** 3
 MAX_NAME_BYTES = 200
 #: How long ``listen`` flushes its sessions when it stops.
 STOP_TIMEOUT = 5.0
+#: Default for ``--report-timeout``: seconds without a Success-Report (or other progress) before a transfer fails.
+REPORT_TIMEOUT = 30.0
 
 _PROG = 'msrp'
 
@@ -204,6 +206,14 @@ def _port(text):
     return value
 
 
+def _report_options(parser):
+    parser.add_argument('--no-success-report', action='store_true',
+                        help="do not ask for the receiver's Success-Report (for receivers that send none); "
+                             "delivery is then not confirmed")
+    parser.add_argument('--report-timeout', metavar='SECONDS', type=_positive_float, default=REPORT_TIMEOUT,
+                        help='fail when no Success-Report came for this long (default %(default)s)')
+
+
 def build_parser():
     """The ``argparse`` parser of the ``msrp`` command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -255,6 +265,7 @@ def build_parser():
     send.add_argument('--to', metavar='PATH', required=True, help="the listener's full path (space-separated "
                                                                   "URIs, as 'msrp listen' prints it)")
     send.add_argument('--content-type', default='text/plain', help='default %(default)s')
+    _report_options(send)
     send.add_argument('text', metavar='TEXT', nargs='+', help='a message')
     send.set_defaults(handler=cmd_send)
 
@@ -267,8 +278,7 @@ def build_parser():
     sendfile.add_argument('--name', help='file name announced to the peer (default: the base name of FILE)')
     sendfile.add_argument('--no-progress', action='store_true', help='no progress bar (also off when stderr '
                                                                      'is not a terminal)')
-    sendfile.add_argument('--no-success-report', action='store_true',
-                          help="do not wait for the receiver's Success-Report (for receivers that send none)")
+    _report_options(sendfile)
     sendfile.add_argument('file', metavar='FILE')
     sendfile.set_defaults(handler=cmd_sendfile)
 
@@ -507,8 +517,13 @@ class _Receiver:
 
     @staticmethod
     def discard_partials(assembler):
-        """Delete the files of messages that never completed (the session ended, or the sender aborted)."""
-        for path in assembler.partials.values():
+        """Delete the files of messages that never completed (the session ended, or the sender aborted),
+        saying so on stderr."""
+        for message_id, path in assembler.partials.items():
+            with contextlib.suppress(OSError):
+                size = os.path.getsize(path)
+                _note('dropped an incomplete file (message %s, %d bytes received): the sender aborted it or '
+                      'the session ended before it was complete' % (printable(message_id), size))
             with contextlib.suppress(OSError):
                 os.unlink(path)
         assembler.partials.clear()
@@ -773,16 +788,21 @@ def _stop_sessions(sessions):
 
 def cmd_send(args, logger):
     session = GreenMSRPSession(connect(args, logger))
+    session.SUCCESS_REPORT_TIMEOUT = args.report_timeout
+    confirmed = True
     try:
         for text in args.text:
             try:
-                session.deliver_message(text.encode('utf-8', 'surrogateescape'), args.content_type)
-            except MSRPTransactionError as e:
-                raise CommandError('message not delivered: %s %s' % (e.code, e.comment), EXIT_TRANSFER)
+                message = session.send_large_message(text.encode('utf-8', 'surrogateescape'), args.content_type,
+                                                     success_report=not args.no_success_report)
             except MSRPSessionError as e:
                 raise CommandError('message not delivered: %s' % (e,), EXIT_TRANSFER)
+            _wait_delivered(message, 'message')
+            confirmed = confirmed and message.confirmed
     finally:
         _shutdown(session)
+    if not confirmed:
+        _note('sent; delivery not confirmed (no Success-Report asked for)')
     return EXIT_OK
 
 
@@ -810,6 +830,7 @@ def cmd_sendfile(args, logger):
         size = os.fstat(handle.fileno()).st_size
         name = args.name or os.path.basename(args.file)
         session = GreenMSRPSession(connect(args, logger))
+        session.SUCCESS_REPORT_TIMEOUT = args.report_timeout
         bar = _progress_bar(size, name, args.no_progress)
         shown = not bar.disable   # disable=None: on a terminal (close() sets it to True)
         try:
@@ -822,35 +843,24 @@ def cmd_sendfile(args, logger):
                                             name=name)
             except MSRPSessionError as e:
                 raise CommandError('file not sent: %s' % (e,), EXIT_TRANSFER)
-            _wait_delivered(message, args.timeout)
+            _wait_delivered(message, 'file')
         finally:
             bar.close()
             _shutdown(session)
-    if shown:
+    if not message.confirmed:
+        _note('sent %s (%d bytes); delivery not confirmed (no Success-Report asked for)' % (name, size))
+    elif shown:
         _note('delivered %s (%d bytes)' % (name, size))
     return EXIT_OK
 
 
-def _wait_delivered(message, report_timeout):
-    """Wait for ``message``'s outcome; once every byte is acknowledged the REPORT must come within the timeout."""
-    while True:
-        try:
-            message.wait(timeout=report_timeout)
-            return
-        except gevent.Timeout:
-            pass
-        except MSRPTransactionError as e:
-            code = e.code if e.code is not None else '?'
-            raise CommandError('file not delivered: %s %s' % (code, e.comment or ''), EXIT_TRANSFER)
-        if message.size is not None and message.bytes_acknowledged >= message.size:
-            with contextlib.suppress(gevent.Timeout):
-                try:
-                    message.wait(timeout=report_timeout)
-                    return
-                except MSRPTransactionError as e:
-                    raise CommandError('file not delivered: %s %s' % (e.code, e.comment or ''), EXIT_TRANSFER)
-            raise CommandError('no Success-Report from the receiver within %s s (try --no-success-report)'
-                               % (report_timeout,), EXIT_TRANSFER)
+def _wait_delivered(message, what):
+    """Wait for ``message``'s outcome (the library bounds the wait: responses, then Success-Reports)."""
+    try:
+        message.wait()
+    except MSRPTransactionError as e:
+        code = e.code if e.code is not None else '?'
+        raise CommandError('%s not delivered: %s %s' % (what, code, e.comment or ''), EXIT_TRANSFER)
 
 
 # ---------------------------------------------------------------------------

@@ -316,9 +316,9 @@ def _relay_args(relay):
 
 def _listen(relay, save_dir):
     listener = _msrp('listen', '--count', '1', '--save-dir', save_dir, *_relay_args(relay))
-    path = listener.stdout.readline().strip()
-    assert path.startswith('msrp://'), (path, listener.stderr.read() if listener.poll() is not None else '')
-    return listener, path
+    line = listener.stdout.readline().strip()
+    assert line.startswith('path: msrp://'), (line, listener.stderr.read() if listener.poll() is not None else '')
+    return listener, line[len('path: '):]
 
 
 def test_cli_sendfile_through_the_relay(relay, tmp_path):
