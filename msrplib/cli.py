@@ -273,7 +273,8 @@ def build_parser():
                                    description='Connect to PATH and stream FILE (RFC 5547 file-selector: name, '
                                                'type, size, sha-1) with a progress bar on stderr.')
     sendfile.add_argument('--to', metavar='PATH', required=True, help="the listener's full path")
-    sendfile.add_argument('--chunk-size', metavar='N', type=_positive_int, help='bytes per chunk (default 65536)')
+    sendfile.add_argument('--chunk-size', metavar='N', type=_positive_int,
+                          help='bytes per chunk (default 65536; 8192 when a relay is in the path)')
     sendfile.add_argument('--content-type', help='default: guessed from the file name')
     sendfile.add_argument('--name', help='file name announced to the peer (default: the base name of FILE)')
     sendfile.add_argument('--no-progress', action='store_true', help='no progress bar (also off when stderr '
