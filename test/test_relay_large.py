@@ -3,7 +3,10 @@
 Only the routing script (test/relay/kamailio.cfg.in) is ours.  The data is
 streamed from a seeded generator and hashed as it arrives: nothing holds the
 whole message in memory.  ``LARGE`` is the size of the main variants (both
-ends through the relay, TCP and TLS); ``MEDIUM`` the size of the others.
+ends through the relay, TCP and TLS); ``MEDIUM`` the size of the others and
+``CLI_SIZE`` that of the ``msrp sendfile`` test (256 MiB, to keep the suite
+short; the environment variables MSRP_RELAY_LARGE, MSRP_RELAY_MEDIUM and
+MSRP_RELAY_CLI change them).
 """
 
 import hashlib
@@ -32,8 +35,10 @@ from msrplib.transport import MSRPTransactionError  # noqa: E402
 MiB = 1024 * 1024
 #: Size of the main variants (both ends through the relay, TCP and TLS).
 LARGE = int(os.environ.get('MSRP_RELAY_LARGE', 1024 * MiB))
-#: Size of the other variants (one end through the relay, the CLI).
+#: Size of the other variants (one end through the relay).
 MEDIUM = int(os.environ.get('MSRP_RELAY_MEDIUM', 256 * MiB))
+#: Size of the file `msrp sendfile` sends (1 GiB was run by hand: MSRP_RELAY_CLI=1073741824).
+CLI_SIZE = int(os.environ.get('MSRP_RELAY_CLI', MEDIUM))
 STEP = 10
 #: Bound for a whole transfer (generous: the machine may be shared).
 TRANSFER_TIMEOUT = 600
@@ -323,7 +328,7 @@ def _listen(relay, save_dir):
 
 def test_cli_sendfile_through_the_relay(relay, tmp_path):
     source = tmp_path / 'big.bin'
-    stream = SeededStream(MEDIUM, 7)
+    stream = SeededStream(CLI_SIZE, 7)
     with open(source, 'wb') as f:
         for block in iter(lambda: stream.read(MiB), b''):
             f.write(block)
@@ -341,12 +346,12 @@ def test_cli_sendfile_through_the_relay(relay, tmp_path):
                 process.kill()
     saved = save_dir / 'big.bin'
     assert 'saved' in listener_out, listener_out + listener_err
-    assert saved.stat().st_size == MEDIUM
+    assert saved.stat().st_size == CLI_SIZE
     digest = hashlib.sha256()
     with open(saved, 'rb') as f:
         for block in iter(lambda: f.read(MiB), b''):
             digest.update(block)
-    assert digest.hexdigest() == seeded_sha256(MEDIUM, 7)
+    assert digest.hexdigest() == seeded_sha256(CLI_SIZE, 7)
 
 
 def test_cli_send_to_a_session_that_does_not_exist_exits_non_zero(relay):
