@@ -371,3 +371,61 @@ def test_cli_send_without_success_report_says_delivery_is_not_confirmed(relay):
     out, err = sender.communicate(timeout=STEP * 2)
     assert sender.returncode == 0, (out, err)
     assert 'sent; delivery not confirmed' in out + err
+
+
+# ---------------------------------------------------------------------------
+# Without a relay: the deadline and the receiver's progress reports
+
+
+def direct_pair(closing, assembler=None, automatic_reports=True):
+    acceptor, connector = AcceptorDirect(), ConnectorDirect()
+    closing.extend([acceptor, connector])
+    with gevent.Timeout(STEP):
+        path = acceptor.prepare(URI(host='127.0.0.1', port=0))
+        connector_path = connector.prepare(URI(host='127.0.0.1'))
+        job = gevent.spawn(acceptor.complete, connector_path)
+        sa = GreenMSRPSession(connector.complete(path))
+        sb = GreenMSRPSession(job.get(), assembler=assembler, automatic_reports=automatic_reports)
+    closing.extend([sa, sb])
+    return sa, sb
+
+
+def test_no_success_report_fails_with_408_after_the_deadline(closing):
+    sa, sb = direct_pair(closing, automatic_reports=False)  # answers 200, never reports
+    assert not sa.relayed
+    sa.SUCCESS_REPORT_TIMEOUT = 0.5
+    started = time.monotonic()
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(b'hello', 'text/plain', success_report=True)
+        with pytest.raises(MSRPTransactionError) as info:
+            message.wait()
+    assert 0.5 <= time.monotonic() - started < 3
+    assert info.value.code == 408 and 'No Success-Report within 0.5 s' in info.value.comment
+    assert message.bytes_acknowledged == 5 and not message.confirmed
+
+
+def test_receiver_reports_progress_while_reassembling(closing):
+    """Without automatic reports the message's own REPORT never comes, but the progress reports do."""
+    sa, sb = direct_pair(closing, assembler=MessageAssembler(), automatic_reports=False)
+    sa.SUCCESS_REPORT_TIMEOUT = 1
+    size = 1024 * 1024 + 100
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(size), 'application/octet-stream', success_report=True,
+                                        chunk_size=8192)
+        incoming = sb.receive_chunk()
+        with pytest.raises(MSRPTransactionError) as info:
+            message.wait()
+    assert incoming.size == size
+    # every 256 KiB reported, never the chunk that completed the message: that one is the application's
+    assert message.bytes_confirmed == 4 * sb.PROGRESS_REPORT_INTERVAL
+    assert 'confirmed %d of %d bytes' % (4 * sb.PROGRESS_REPORT_INTERVAL, size) in info.value.comment
+
+
+def test_direct_sessions_keep_the_direct_chunk_size(closing):
+    sa, sb = direct_pair(closing, assembler=MessageAssembler())
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(300000), 'application/octet-stream')
+        assert message.chunk_size == sa.MESSAGE_CHUNK_SIZE and message.report_window is None
+        message.wait()
+        assert sb.receive_chunk().size == 300000
+    assert not message.confirmed  # no Success-Report asked for: only the 200s
