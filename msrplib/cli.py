@@ -861,7 +861,10 @@ def _wait_delivered(message, what):
         message.wait()
     except MSRPTransactionError as e:
         code = e.code if e.code is not None else '?'
-        raise CommandError('%s not delivered: %s %s' % (what, code, e.comment or ''), EXIT_TRANSFER)
+        hint = ''
+        if e.code == 408 and 'No Success-Report' in (e.comment or ''):
+            hint = ' (--no-success-report for a receiver that sends none: delivery is then not confirmed)'
+        raise CommandError('%s not delivered: %s %s%s' % (what, code, e.comment or '', hint), EXIT_TRANSFER)
 
 
 # ---------------------------------------------------------------------------
