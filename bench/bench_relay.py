@@ -166,7 +166,8 @@ def main(argv=None):
         print(json.dumps(result))
     else:
         for name in ('direct', 'tcp', 'tls'):
-            print('%-6s %7.1f MB/s  runs %s' % (name, result[name], ', '.join('%.1f' % r for r in result['runs'][name])))
+            runs = ', '.join('%.1f' % r for r in result['runs'][name])
+            print('%-6s %7.1f MB/s  runs %s' % (name, result[name], runs))
         print('relay/direct over TCP: %.0f %%' % (100 * result['tcp'] / result['direct']))
     return 0
 
