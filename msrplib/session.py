@@ -200,7 +200,7 @@ class MSRPSession:
         self._sending_messages = collections.deque()  # OutgoingMessages the writer is sending
         self._outgoing_messages = {}              # Message-ID -> OutgoingMessage not finished yet
         self.assembler = assembler
-        self._progress_reports = collections.OrderedDict()  # Message-ID -> [first, last] bytes not yet reported
+        self._progress_reports = None             # Message-ID -> [first, last] not yet reported (made when needed)
         self._loop = gevent.get_hub().loop
         self._inline_iteration = None             # hub loop iteration of the last direct write
         self.outgoing = Queue(self.OUTGOING_QUEUE_SIZE)
@@ -739,7 +739,8 @@ class MSRPSession:
         if message is None:
             self._progress_report(chunk, code)
             return
-        self._progress_reports.pop(message.message_id, None)  # the message's own REPORT covers it all
+        if self._progress_reports:
+            self._progress_reports.pop(message.message_id, None)  # the message's own REPORT covers it all
         if self.automatic_reports and message.success_report:
             report = make_report(chunk, 200, 'OK')
             if report is not None:  # one REPORT for the whole message
@@ -761,8 +762,11 @@ class MSRPSession:
         except HeaderParsingError:
             return
         if not wanted or byte_range is None or not chunk.data:
-            reports.pop(message_id, None)
+            if reports:
+                reports.pop(message_id, None)
             return
+        if reports is None:
+            reports = self._progress_reports = collections.OrderedDict()
         start, end = byte_range.start, byte_range.start + len(chunk.data) - 1
         pending = reports.get(message_id)
         if pending is not None and pending[1] + 1 != start:
