@@ -306,6 +306,79 @@ def test_far_end_gone_fails_within_the_deadline(relay, closing):
 
 
 # ---------------------------------------------------------------------------
+# A receiver that stops reading: the relay's write queue must not overflow
+
+PAUSE = 5  #: seconds the receiver process stops, after PAUSE_AFTER bytes
+PAUSE_AFTER = 8 * MiB
+
+
+def paused_receiver(settings_json):
+    """Child process: accept one peer through the relay, stop the whole process for PAUSE s once PAUSE_AFTER bytes
+    arrived, then print the size and sha256 of what was received (JSON)."""
+    import json
+    import ssl
+    info = json.loads(settings_json)
+    context = ssl.create_default_context(cafile=info['ca']) if info['tls'] else None
+    relay_settings = MSRPRelaySettings(info['domain'], info['username'], info['password'], host=info['host'],
+                                       port=info['port'], use_tls=info['tls'], credentials=context)
+
+    class PausingSink(HashingSink):
+        def write(self, data):
+            if self.written >= PAUSE_AFTER and not getattr(self, 'paused', False):
+                self.paused = True
+                time.sleep(PAUSE)  # blocks this process: nothing is read from the relay meanwhile
+            return HashingSink.write(self, data)
+    sinks = []
+
+    def open_file(message):
+        sinks.append(PausingSink())
+        return sinks[-1]
+    acceptor = AcceptorRelay(relay_settings)
+    print(' '.join(str(uri) for uri in acceptor.prepare()), flush=True)
+    with gevent.Timeout(TRANSFER_TIMEOUT):
+        session = GreenMSRPSession(acceptor.complete(None),
+                                   assembler=MessageAssembler(max_message_size=4 * 1024 * MiB, open_file=open_file))
+        message = session.receive_chunk()
+        session.shutdown()
+    print(json.dumps({'size': message.size, 'sha256': sinks[0].digest.hexdigest()}), flush=True)
+
+
+@pytest.mark.parametrize('tls', TRANSPORTS)
+def test_receiver_that_stops_reading_does_not_overflow_the_relay(relay, closing, tls):
+    """Paced on the receiver's REPORTs, the sender waits while the receiver is stopped: Kamailio's write queue
+    towards the receiver (default tcp_conn_wq_max) does not overflow.  Trusting the relay's 200s instead
+    (sa.REPORT_WINDOW = 0) Kamailio logs "write queue full", marks the connection bad and resets it."""
+    import json
+    size = 64 * MiB
+    info = {'domain': relay.domain, 'username': relay.username, 'password': relay.password, 'host': relay.host,
+            'port': relay.tls_port if tls else relay.port, 'tls': tls, 'ca': relay.ca_file}
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--paused-receiver', json.dumps(info)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        path = [URI.parse(text) for text in child.stdout.readline().split()]
+        assert path, 'the receiver did not start'
+        connector = ConnectorRelay(settings(relay, tls))
+        closing.append(connector)
+        with gevent.Timeout(STEP):
+            connector.prepare()
+            sa = GreenMSRPSession(connector.complete(path))
+        closing.append(sa)
+        with gevent.Timeout(TRANSFER_TIMEOUT):
+            message = sa.send_large_message(SeededStream(size, 5), 'application/octet-stream')
+            message.wait()
+        result = json.loads(child.stdout.readline())
+    finally:
+        try:
+            child.wait(timeout=STEP)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    assert result == {'size': size, 'sha256': seeded_sha256(size, 5)}
+    assert message.confirmed
+    assert 'write queue full' not in relay.log_text()
+
+
+# ---------------------------------------------------------------------------
 # The command line
 
 
@@ -429,3 +502,7 @@ def test_direct_sessions_keep_the_direct_chunk_size(closing):
         message.wait()
         assert sb.receive_chunk().size == 300000
     assert not message.confirmed  # no Success-Report asked for: only the 200s
+
+
+if __name__ == '__main__' and sys.argv[1:2] == ['--paused-receiver']:
+    paused_receiver(sys.argv[2])
