@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every msrplib benchmark in one command, one table (a script, not a test).
 
-    python bench/run.py [--quick] [--only W1,W2,W3,W4,W5,MEM,TLS] [--sessions N] [--repeat R]
+    python bench/run.py [--quick] [--only W1,W2,W3,W4,W5,MEM,TLS,RELAY] [--sessions N] [--repeat R]
 
 Workloads (sender and receiver in separate processes except W4 and W5):
 
@@ -28,6 +28,11 @@ MEM  one 1 GiB SEND chunk received with ``read_chunk(size=1 MiB)``: the
      receiver's peak RSS growth over its RSS once bound (bench_memory.py).
 TLS  W3 over msrps, with a raw TLS-socket reference; the plain W3 figure
      is printed next to it.
+RELAY bulk through a local Kamailio relay, both ends through it, over TCP and
+     over TLS: 256 MiB (32 MiB with --quick) as one message with
+     ``send_large_message`` and its defaults (8 KiB chunks, paced on the
+     receiver's REPORTs), next to the same transfer on a direct connection
+     in the same run (bench_relay.py).  Skipped when Kamailio is missing.
 
 Each figure is the median of ``--repeat`` runs (default 3; W5 and MEM run
 once), measured and reference runs alternating so that a change of load on
@@ -49,12 +54,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'test', 'relay'))
 
 import bench_bulk  # noqa: E402
 import bench_parser  # noqa: E402
 import bench_session  # noqa: E402
 
-WORKLOADS = ('W1', 'W2', 'W3', 'W4', 'W5', 'MEM', 'TLS')
+WORKLOADS = ('W1', 'W2', 'W3', 'W4', 'W5', 'MEM', 'TLS', 'RELAY')
 
 
 class Row:
@@ -175,6 +181,24 @@ def memory(options):
                      % (result['start_rss'] / 2**20, peak / 2**20, result['bytes'] / result['elapsed'] / 1e6))]
 
 
+def relay_bulk(options):
+    from kamailio_relay import kamailio_available
+    if not kamailio_available():
+        sys.stderr.write('RELAY skipped: Kamailio with the msrp module is not installed\n')
+        return []
+    size = 32 if options.quick else 256
+    result = _child_json('bench_relay.py', '--size', str(size), '--repeat', str(options.repeat))
+    direct = result['direct']
+    runs = result['runs']
+    return [Row('RELAY', 'bulk via Kamailio, both ends, TCP: %d MiB send_large_message' % size, result['tcp'],
+                'MB/s', '%.0f MB/s direct' % direct, result['tcp'] / direct, '>= 50 % of direct',
+                result['tcp'] >= 0.5 * direct, 'TCP runs %s; direct runs %s'
+                % (', '.join('%.0f' % r for r in runs['tcp']), ', '.join('%.0f' % r for r in runs['direct']))),
+            Row('RELAY', 'bulk via Kamailio, both ends, TLS: %d MiB send_large_message' % size, result['tls'],
+                'MB/s', '%.0f MB/s direct' % direct, result['tls'] / direct, '', None,
+                'TLS runs %s' % ', '.join('%.0f' % r for r in runs['tls']))]
+
+
 # ---------------------------------------------------------------------------
 
 def print_table(rows, out=sys.stdout):
@@ -253,6 +277,8 @@ def main(argv=None):
                 rows += memory(options)
             elif name == 'TLS':
                 rows += tls_bulk(options, directory)
+            elif name == 'RELAY':
+                rows += relay_bulk(options)
     print_table(rows)
     print('\n(%.0f s)' % (time.monotonic() - started))
     return 0

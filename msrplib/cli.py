@@ -76,6 +76,8 @@ INTERRUPT_GRACE = 0.3
 DEFAULT_MAX_TEXT = 64 * 1024
 #: Default for ``--max-sessions``: sessions ``listen`` serves at once.
 DEFAULT_MAX_SESSIONS = 16
+#: Default for ``--report-timeout``: seconds without a Success-Report (or other progress) before a transfer fails.
+REPORT_TIMEOUT = 30.0
 
 _PROG = 'msrp'
 
@@ -207,6 +209,14 @@ def _port(text):
     return value
 
 
+def _report_options(parser):
+    parser.add_argument('--no-success-report', action='store_true',
+                        help="do not ask for the receiver's Success-Report (for receivers that send none); "
+                             "delivery is then not confirmed")
+    parser.add_argument('--report-timeout', metavar='SECONDS', type=_positive_float, default=REPORT_TIMEOUT,
+                        help='fail when no Success-Report came for this long (default %(default)s)')
+
+
 def build_parser():
     """The ``argparse`` parser of the ``msrp`` command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -265,6 +275,7 @@ def build_parser():
     send.add_argument('--to', metavar='PATH', required=True, help="the listener's full path (space-separated "
                                                                   "URIs, as 'msrp listen' prints it)")
     send.add_argument('--content-type', default='text/plain', help='default %(default)s')
+    _report_options(send)
     send.add_argument('text', metavar='TEXT', nargs='+', help='a message')
     send.set_defaults(handler=cmd_send)
 
@@ -272,13 +283,13 @@ def build_parser():
                                    description='Connect to PATH and stream FILE (RFC 5547 file-selector: name, '
                                                'type, size, sha-1) with a progress bar on stderr.')
     sendfile.add_argument('--to', metavar='PATH', required=True, help="the listener's full path")
-    sendfile.add_argument('--chunk-size', metavar='N', type=_positive_int, help='bytes per chunk (default 65536)')
+    sendfile.add_argument('--chunk-size', metavar='N', type=_positive_int,
+                          help='bytes per chunk (default 65536; 8192 when a relay is in the path)')
     sendfile.add_argument('--content-type', help='default: guessed from the file name')
     sendfile.add_argument('--name', help='file name announced to the peer (default: the base name of FILE)')
     sendfile.add_argument('--no-progress', action='store_true', help='no progress bar (also off when stderr '
                                                                      'is not a terminal)')
-    sendfile.add_argument('--no-success-report', action='store_true',
-                          help="do not wait for the receiver's Success-Report (for receivers that send none)")
+    _report_options(sendfile)
     sendfile.add_argument('file', metavar='FILE')
     sendfile.set_defaults(handler=cmd_sendfile)
 
@@ -924,16 +935,21 @@ def _stop_sessions(sessions):
 
 def cmd_send(args, logger):
     session = GreenMSRPSession(connect(args, logger))
+    session.SUCCESS_REPORT_TIMEOUT = args.report_timeout
+    confirmed = True
     try:
         for text in args.text:
             try:
-                session.deliver_message(text.encode('utf-8', 'surrogateescape'), args.content_type)
-            except MSRPTransactionError as e:
-                raise CommandError('message not delivered: %s %s' % (e.code, e.comment), EXIT_TRANSFER)
+                message = session.send_large_message(text.encode('utf-8', 'surrogateescape'), args.content_type,
+                                                     success_report=not args.no_success_report)
             except MSRPSessionError as e:
                 raise CommandError('message not delivered: %s' % (e,), EXIT_TRANSFER)
+            _wait_delivered(session, message, 'message')
+            confirmed = confirmed and message.confirmed
     finally:
         _shutdown(session)
+    if not confirmed:
+        _note('sent; delivery not confirmed (no Success-Report asked for)')
     return EXIT_OK
 
 
@@ -968,6 +984,7 @@ def cmd_sendfile(args, logger):
         size = os.fstat(handle.fileno()).st_size
         name = args.name or os.path.basename(args.file)
         session = GreenMSRPSession(connect(args, logger))
+        session.SUCCESS_REPORT_TIMEOUT = args.report_timeout
         bar = _progress_bar(size, name, args.no_progress)
         message = None
         try:
@@ -980,7 +997,7 @@ def cmd_sendfile(args, logger):
                                             name=name)
             except MSRPSessionError as e:
                 raise CommandError('file not sent: %s' % (e,), EXIT_TRANSFER)
-            _wait_delivered(session, message, args.timeout)
+            _wait_delivered(session, message, 'file')
         except Interrupted:
             bar.close()
             _abort(session, message)
@@ -988,7 +1005,10 @@ def cmd_sendfile(args, logger):
         finally:
             bar.close()
             _shutdown(session)
-    _note('delivered %s (%d bytes)' % (name, size))
+    if not message.confirmed:
+        _note('sent %s (%d bytes); delivery not confirmed (no Success-Report asked for)' % (name, size))
+    else:
+        _note('delivered %s (%d bytes)' % (name, size))
     return EXIT_OK
 
 
@@ -1002,35 +1022,26 @@ def _abort(session, message):
             gevent.sleep(0)      # let the writer put the '#' on the wire
 
 
-def _not_delivered(session, message, error):
+def _wait_delivered(session, message, what):
+    """Wait for ``message``'s outcome (the library bounds the wait: responses, then Success-Reports)."""
+    try:
+        message.wait()
+    except MSRPTransactionError as e:
+        raise _not_delivered(session, message, e, what)
+
+
+def _not_delivered(session, message, error, what):
     code = error.code if error.code is not None else '?'
+    comment = error.comment or ''
+    if code == 408 and 'No Success-Report' in comment:
+        return CommandError('%s not delivered: %s %s (--no-success-report for a receiver that sends none: delivery '
+                            'is then not confirmed)' % (what, code, comment), EXIT_TRANSFER)
     if code == 408 and session.state != SessionState.CONNECTED:
         # the local 408 of a session that ended: what the user needs to know is that the peer went away
-        return CommandError('file not delivered: the peer closed the connection (%d of %s bytes acknowledged)'
-                            % (message.bytes_acknowledged, message.size if message.size is not None else '?'),
+        return CommandError('%s not delivered: the peer closed the connection (%d of %s bytes acknowledged)'
+                            % (what, message.bytes_acknowledged, message.size if message.size is not None else '?'),
                             EXIT_TRANSFER)
-    return CommandError('file not delivered: %s %s' % (code, error.comment or ''), EXIT_TRANSFER)
-
-
-def _wait_delivered(session, message, report_timeout):
-    """Wait for ``message``'s outcome; once every byte is acknowledged the REPORT must come within the timeout."""
-    while True:
-        try:
-            message.wait(timeout=report_timeout)
-            return
-        except gevent.Timeout:
-            pass
-        except MSRPTransactionError as e:
-            raise _not_delivered(session, message, e)
-        if message.size is not None and message.bytes_acknowledged >= message.size:
-            with contextlib.suppress(gevent.Timeout):
-                try:
-                    message.wait(timeout=report_timeout)
-                    return
-                except MSRPTransactionError as e:
-                    raise _not_delivered(session, message, e)
-            raise CommandError('no Success-Report from the receiver within %s s (try --no-success-report)'
-                               % (report_timeout,), EXIT_TRANSFER)
+    return CommandError('%s not delivered: %s %s' % (what, code, comment), EXIT_TRANSFER)
 
 
 # ---------------------------------------------------------------------------

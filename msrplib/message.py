@@ -25,8 +25,10 @@ import heapq
 import io
 import os
 import tempfile
+import time
 import weakref
 
+import gevent
 from gevent.event import AsyncResult
 
 from msrplib.protocol import (
@@ -35,10 +37,19 @@ from msrplib.protocol import (
 from msrplib.transport import MSRPTransactionError
 
 __all__ = ['OutgoingMessage', 'MessageState', 'IncomingMessage', 'MessageAssembler', 'PartialBudget', 'PROCESS_BUDGET',
-           'DEFAULT_CHUNK_SIZE']
+           'DEFAULT_CHUNK_SIZE', 'DEFAULT_RELAY_CHUNK_SIZE', 'DEFAULT_REPORT_WINDOW', 'DEFAULT_REPORT_TIMEOUT']
 
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_WINDOW = 8  # chunks of one message awaiting their response at most: bounds the data queued ahead of chat
+#: Chunk size when a relay is in the path: Kamailio 5.6 forwards frames (headers included) of up to 11238 bytes.
+DEFAULT_RELAY_CHUNK_SIZE = 8192
+#: Through a relay, bytes of a message sent but not yet confirmed by the receiver's REPORTs, at most.
+DEFAULT_REPORT_WINDOW = 1024 * 1024
+#: Seconds a message waits for a Success-Report (without any other progress) before it fails with 408.
+DEFAULT_REPORT_TIMEOUT = 30
+
+_RELAY_HINT = ('; a relay is in the path and may refuse frames this large (Kamailio forwards at most ~11 KB): '
+               'use a smaller chunk_size (e.g. %d)' % DEFAULT_RELAY_CHUNK_SIZE)
 
 
 class MessageState(str, enum.Enum):
@@ -136,16 +147,32 @@ class OutgoingMessage:
     grows.  At most ``window`` chunks await their response at any time, so
     that little of the message is queued in the network ahead of a chat line
     sent meanwhile.
+
+    ``report_window`` (bytes, None: off) paces the message on end-to-end
+    acknowledgement, for paths with a relay (whose 200 only means it took a
+    chunk): every chunk asks for a Success-Report, and at most
+    ``report_window`` bytes are sent beyond what the receiver's REPORTs
+    confirm.  Such a message, like one sent with ``success_report``, counts
+    as delivered only once REPORTs cover all of it (``confirmed`` is then
+    True).  ``report_timeout`` (seconds, None: no limit) bounds the wait for
+    those REPORTs: when the message waits for them and none has come (nor
+    any other progress) for that long, it fails with 408 and a comment
+    saying that no Success-Report came.  ``relayed`` says a relay is in the
+    path: a 413/501 or a closed connection then fails the message with a
+    comment naming a too-large chunk as the likely cause.
     """
 
     def __init__(self, source, content_type, message_id=None, chunk_size=DEFAULT_CHUNK_SIZE, success_report=False,
-                 failure_report='yes', progress_cb=None, headers=None, window=DEFAULT_WINDOW):
+                 failure_report='yes', progress_cb=None, headers=None, window=DEFAULT_WINDOW, report_window=None,
+                 report_timeout=None, relayed=False):
         if isinstance(source, str):
             source = source.encode('utf-8')
         if chunk_size < 1:
             raise ValueError('chunk_size must be positive')
         if window < 1:
             raise ValueError('window must be positive')
+        if report_window is not None and report_window < 1:
+            raise ValueError('report_window must be positive (or None)')
         if failure_report not in ('yes', 'partial'):
             raise ValueError("failure_report must be 'yes' or 'partial' (a message needs its responses)")
         if progress_cb is not None and not callable(progress_cb):
@@ -155,6 +182,9 @@ class OutgoingMessage:
         self.message_id = message_id or random_message_id()
         self.chunk_size = chunk_size
         self.window = window
+        self.report_window = report_window
+        self.report_timeout = report_timeout
+        self.relayed = relayed
         self._wake = None  # set by the session's writer: call when a held-back message may send again
         self.success_report = success_report
         self.failure_report = failure_report
@@ -174,6 +204,8 @@ class OutgoingMessage:
         self._reported = _Ranges()
         self._abort_requested = False
         self._finished_sending = False
+        self._last_progress = time.monotonic()
+        self._watchdog = None
 
     def __repr__(self):
         return '<OutgoingMessage %s %s %s/%s bytes>' % (self.message_id, self.state, self.bytes_acknowledged,
@@ -199,6 +231,21 @@ class OutgoingMessage:
         """True once the outcome is known."""
         return self.outcome.ready()
 
+    @property
+    def confirmed(self):
+        """True when the message was delivered and the receiver's Success-Reports confirm every byte.
+
+        False while it is under way, when it failed, and when it was
+        delivered without asking for reports (then only the next hop
+        acknowledged it: through a relay, that is the relay).
+        """
+        return self.state == MessageState.DELIVERED and self._wants_reports
+
+    @property
+    def _wants_reports(self):
+        # True when the chunks ask for Success-Reports and the outcome waits for them.
+        return bool(self.success_report) or self.report_window is not None
+
     # -- for the session's writer
 
     def _read(self):
@@ -220,6 +267,8 @@ class OutgoingMessage:
             return self._abort_chunk(transport, 'ABORTED')
         if self.state == MessageState.QUEUED:
             self.state = MessageState.SENDING
+            self._start_watchdog()
+        self._last_progress = time.monotonic()
         data = self._lookahead if self._lookahead is not None else self._read()
         self._lookahead = None
         start = self.bytes_sent + 1
@@ -235,7 +284,7 @@ class OutgoingMessage:
         if self.size is None and not last:
             chunk.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(start, end, None))
         chunk.add_header(ContentTypeHeader(self.content_type))
-        if self.success_report:
+        if self._wants_reports:
             chunk.add_header(SuccessReportHeader('yes'))
         if self.failure_report != 'yes':
             chunk.add_header(FailureReportHeader(self.failure_report))
@@ -264,6 +313,7 @@ class OutgoingMessage:
         length = len(chunk.data)
 
         def on_response(response):
+            self._last_progress = time.monotonic()
             self._pending_chunks -= 1
             if self._pending_chunks == self.window - 1 and self._wake is not None and not self._finished_sending:
                 self._wake()
@@ -274,8 +324,16 @@ class OutgoingMessage:
                     self._progress()
                 self._check_delivered()
             else:
-                self._fail(response.code, response.comment)
+                self._fail(response.code, self._explain(response.code, response.comment))
         return on_response
+
+    def _explain(self, code, comment):
+        # A failure's comment, with the likely cause when a relay is in the path and refused a large chunk.
+        if not self.relayed:
+            return comment
+        if code in (413, 501) or (code == 408 and self.chunk_size > DEFAULT_RELAY_CHUNK_SIZE):
+            return '%s%s' % (comment or '', _RELAY_HINT)
+        return comment
 
     def handle_report(self, report):
         """A REPORT for this message arrived (the session routes them by Message-ID)."""
@@ -290,17 +348,59 @@ class OutgoingMessage:
             self._fail(status.code, status.comment)
             return
         if byte_range is not None and byte_range.end is not None:
+            self._last_progress = time.monotonic()
+            held = not self.ready
             self._reported.add(byte_range.start, byte_range.end)
+            if held and self.ready and self._wake is not None:
+                self._wake()  # the receiver caught up: the writer may send more
             self._check_delivered()
+
+    @property
+    def bytes_confirmed(self):
+        """Bytes from the start of the message that the receiver's REPORTs confirm."""
+        intervals = self._reported.intervals
+        return intervals[0][1] if intervals and intervals[0][0] == 1 else 0
+
+    def _start_watchdog(self):
+        # Bound the wait for Success-Reports (see report_timeout); ends with the outcome.
+        if self.report_timeout is None or not self._wants_reports or self._watchdog is not None:
+            return
+        self._watchdog = gevent.spawn(self._watch, self.report_timeout)
+        self.outcome.rawlink(lambda _: self._watchdog.kill(block=False))
+
+    def _awaiting_reports(self):
+        if self._finished_sending:
+            return not self._pending_chunks
+        return self.report_window is not None and self.bytes_sent - self.bytes_confirmed >= self.report_window
+
+    def _watch(self, timeout):
+        while not self.outcome.ready():
+            remaining = self._last_progress + timeout - time.monotonic()
+            if remaining > 0:
+                gevent.sleep(remaining)
+                continue
+            if self._awaiting_reports():
+                self._fail(408, 'No Success-Report within %s s: the receiver confirmed %d of %s bytes (it may '
+                                'have gone away; a relay answers 200 for chunks it cannot deliver)'
+                           % (timeout, self.bytes_confirmed, self.bytes_sent))
+                return
+            self._last_progress = time.monotonic()  # waiting for something else: the responses have their own limit
 
     def session_ended(self, reason):
         """The session ended before the outcome was known."""
-        self._fail(408, 'Session ended: %s' % (reason,))
+        self._fail(408, self._explain(408, 'Session ended: %s' % (reason,)))
 
     @property
     def ready(self):
-        """True when the writer may send the next chunk now: fewer than ``window`` chunks await a response."""
-        return not self._finished_sending and (self._abort_requested or self._pending_chunks < self.window)
+        """True when the writer may send the next chunk now: fewer than ``window`` chunks await a response
+        (and, with ``report_window``, fewer than that many bytes await the receiver's REPORTs)."""
+        if self._finished_sending:
+            return False
+        if self._abort_requested:
+            return True
+        if self._pending_chunks >= self.window:
+            return False
+        return self.report_window is None or self.bytes_sent - self.bytes_confirmed < self.report_window
 
     @property
     def wants_writer(self):
@@ -320,7 +420,7 @@ class OutgoingMessage:
         if self.state not in (MessageState.SENT, MessageState.SENDING):
             return
         size = self.bytes_sent
-        if self.success_report and size and not self._reported.covers(1, size):
+        if self._wants_reports and size and not self._reported.covers(1, size):
             return
         self.state = MessageState.DELIVERED
         self.outcome.set(self)

@@ -88,11 +88,16 @@ class MSRPRelaySettings(ConnectInfo):
     whose ``trusted`` CAs are trusted besides the system's and whose
     ``verify_peer`` says whether to check at all) or the system's CAs.
     ``expires`` is the reservation lifetime to ask for (None: the relay's
-    default).
+    default).  ``chunk_size`` is the body size of the chunks of large
+    messages sent through this relay (None: ``MSRPSession.RELAY_CHUNK_SIZE``,
+    8 KiB, which Kamailio forwards; it refuses frames over ~11 KB).
     """
 
     def __init__(self, domain, username, password, host=None, port=None, use_tls=None, credentials=None,
-                 expires=None):
+                 expires=None, chunk_size=None):
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError('chunk_size must be positive (or None)')
+        self.chunk_size = chunk_size
         self.domain = domain
         self.username = username
         self.password = password
@@ -381,6 +386,7 @@ class RelayConnection(ConnectBase):
             self.transport = None
             raise
         self.transport = None
+        transport.relay_chunk_size = self.relay.chunk_size  # send_large_message() chunks at this size (None: default)
         if self.expires:
             self._refresher = gevent.spawn(self._refresh_loop, transport)
         return transport

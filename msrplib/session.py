@@ -172,7 +172,15 @@ class MSRPSession:
     queue and responses), ``KEEPALIVE_INTERVAL`` (60 s of idleness before an
     empty SEND is sent; None or 0 disables), ``OUTGOING_QUEUE_SIZE`` (chunks
     queued for the writer before :meth:`send_chunk` blocks),
-    ``MESSAGE_CHUNK_SIZE`` (64 KiB: chunk size of :meth:`send_large_message`).
+    ``MESSAGE_CHUNK_SIZE`` (64 KiB: chunk size of :meth:`send_large_message`),
+    ``RELAY_CHUNK_SIZE`` (8 KiB: the chunk size instead when a relay is in
+    the path, unless the relay's settings say otherwise), ``REPORT_WINDOW``
+    (1 MiB: through a relay, bytes of a message sent ahead of the receiver's
+    Success-Reports), ``SUCCESS_REPORT_TIMEOUT`` (30 s: longest a message
+    waits for a Success-Report before it fails with 408),
+    ``PROGRESS_REPORT_INTERVAL`` (256 KiB: while reassembling a message whose
+    chunks ask for Success-Reports, a REPORT for the bytes received so far
+    is sent after every such amount; None or 0 disables).
 
     ``assembler`` (a :class:`msrplib.message.MessageAssembler`) turns on
     reassembly: incoming SEND chunks are collected into whole
@@ -186,6 +194,11 @@ class MSRPSession:
     READER_YIELD_BYTES = 262144
     MESSAGE_CHUNK_SIZE = 65536
     MESSAGE_WINDOW = 8
+    RELAY_CHUNK_SIZE = 8192
+    RELAY_MESSAGE_WINDOW = 64
+    REPORT_WINDOW = 1024 * 1024
+    SUCCESS_REPORT_TIMEOUT = 30
+    PROGRESS_REPORT_INTERVAL = 256 * 1024
     SHUTDOWN_TIMEOUT = 10
     KEEPALIVE_INTERVAL = 60
     OUTGOING_QUEUE_SIZE = 1000
@@ -209,6 +222,7 @@ class MSRPSession:
         self._sending_messages = collections.deque()  # OutgoingMessages the writer is sending
         self._outgoing_messages = {}              # Message-ID -> OutgoingMessage not finished yet
         self.assembler = assembler
+        self._progress_reports = None             # Message-ID -> [first, last] not yet reported (made when needed)
         self._loop = gevent.get_hub().loop
         self._inline_iteration = None             # hub loop iteration of the last direct write
         self.outgoing = Queue(self.OUTGOING_QUEUE_SIZE)
@@ -364,10 +378,16 @@ class MSRPSession:
 
         ``source`` is bytes (or str) or a binary file object, read as the
         chunks go out.  Chunks are ``chunk_size`` bytes (default
-        ``MESSAGE_CHUNK_SIZE``) with one Message-ID and their Byte-Ranges;
-        anything sent meanwhile goes out between them.  ``success_report``
-        asks the receiver for REPORTs, and the message counts as delivered
-        only once they cover it.  ``progress_cb(message)`` sees
+        ``MESSAGE_CHUNK_SIZE``; when a relay is in the path, on either
+        side, the relay settings' ``chunk_size`` or ``RELAY_CHUNK_SIZE``)
+        with one Message-ID and their Byte-Ranges; anything sent meanwhile
+        goes out between them.  ``success_report`` asks the receiver for
+        REPORTs, and the message counts as delivered only once they cover
+        it; through a relay a message larger than ``REPORT_WINDOW`` always
+        does, and is paced on those REPORTs (see
+        :class:`~msrplib.message.OutgoingMessage` ``report_window``).  A
+        message waiting for REPORTs fails with 408 when none comes within
+        ``SUCCESS_REPORT_TIMEOUT`` seconds.  ``progress_cb(message)`` sees
         ``message.bytes_acknowledged`` grow; ``message.wait()`` returns when
         it is delivered and raises MSRPTransactionError when it failed (a
         413 stops it).  ``headers``: extra headers for every chunk (header
@@ -378,10 +398,17 @@ class MSRPSession:
         from msrplib.message import OutgoingMessage
         if self.state != SessionState.CONNECTED:
             raise MSRPSessionError('Cannot send a message because MSRPSession is %s' % self.state)
+        relayed = self.relayed
+        if relayed:
+            chunk_size = chunk_size or getattr(self.msrp, 'relay_chunk_size', None) or self.RELAY_CHUNK_SIZE
+            window = window or self.RELAY_MESSAGE_WINDOW
         message = OutgoingMessage(source, content_type, message_id=message_id,
                                   chunk_size=chunk_size or self.MESSAGE_CHUNK_SIZE, success_report=success_report,
                                   failure_report=failure_report, progress_cb=progress_cb, headers=headers,
-                                  window=window or self.MESSAGE_WINDOW)
+                                  window=window or self.MESSAGE_WINDOW, report_timeout=self.SUCCESS_REPORT_TIMEOUT,
+                                  relayed=relayed)
+        if relayed and self.REPORT_WINDOW and (message.size is None or message.size > self.REPORT_WINDOW):
+            message.report_window = self.REPORT_WINDOW  # a relay's 200 says nothing: pace on the receiver's REPORTs
         self._outgoing_messages[message.message_id] = message
         message.outcome.rawlink(lambda _: self._outgoing_messages.pop(message.message_id, None))
         self._unsent += 1
@@ -389,6 +416,11 @@ class MSRPSession:
             self._start_writer()
         self.outgoing.put((message, _MESSAGE))
         return message
+
+    @property
+    def relayed(self):
+        """True when a relay is in the path (this side's or the peer's): the transport's paths have one."""
+        return bool(getattr(self.msrp, 'local_path', None) or getattr(self.msrp, 'remote_path', None))
 
     def send_file(self, file, content_type=None, chunk_size=None, success_report=False, progress_cb=None,
                   name=None):
@@ -736,13 +768,57 @@ class MSRPSession:
         code, comment, message = self.assembler.accept(chunk)
         self.msrp.write_response(chunk, code, comment, wait=False)
         if message is None:
+            self._progress_report(chunk, code)
             return
+        if self._progress_reports:
+            self._progress_reports.pop(message.message_id, None)  # the message's own REPORT covers it all
         if self.automatic_reports and message.success_report:
             report = make_report(chunk, 200, 'OK')
             if report is not None:  # one REPORT for the whole message
                 report.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(1, message.size, message.size))
                 self._queue_internal(report)
         self._deliver(message)
+
+    def _progress_report(self, chunk, code):
+        # RFC 4975 §7.1.2: a receiver may report on parts of a message.  While a message whose chunks ask for
+        # Success-Reports is reassembled, report the bytes received every PROGRESS_REPORT_INTERVAL, so that a
+        # sender behind a relay can pace itself on them.  The chunk that completes the message is left to the
+        # message's own REPORT (sent after the application accepted it, e.g. checked a file's hash).
+        interval = self.PROGRESS_REPORT_INTERVAL
+        reports = self._progress_reports
+        try:
+            message_id = chunk.message_id
+            wanted = interval and code == 200 and chunk.contflag == '+' and chunk.success_report == 'yes'
+            byte_range = chunk.byte_range if wanted else None
+        except HeaderParsingError:
+            return
+        if not wanted or byte_range is None or not chunk.data:
+            if reports:
+                reports.pop(message_id, None)
+            return
+        if reports is None:
+            reports = self._progress_reports = collections.OrderedDict()
+        start, end = byte_range.start, byte_range.start + len(chunk.data) - 1
+        pending = reports.get(message_id)
+        if pending is not None and pending[1] + 1 != start:
+            self._send_progress_report(chunk, pending)  # out of order: report what was contiguous
+            pending = None
+        if pending is None:
+            pending = reports[message_id] = [start, end]
+            while len(reports) > 1024:
+                reports.popitem(last=False)
+        else:
+            pending[1] = end
+        if pending[1] - pending[0] + 1 >= interval:
+            del reports[message_id]
+            self._send_progress_report(chunk, pending)
+
+    def _send_progress_report(self, chunk, byte_range):
+        report = make_report(chunk, 200, 'OK')
+        if report is not None:
+            report.headers['Byte-Range'] = ByteRangeHeader(
+                decoded=ByteRange(byte_range[0], byte_range[1], chunk.byte_range.total))
+            self._queue_internal(report)
 
     def _handle_incoming_REPORT(self, chunk):
         if self._check_request(chunk) is None:

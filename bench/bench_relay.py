@@ -1,0 +1,176 @@
+"""Bulk through a local Kamailio MSRP relay, next to the same transfer on a direct connection.
+
+    python bench/bench_relay.py [--size MiB] [--repeat N] [--json]
+
+Starts Kamailio (test/relay/kamailio_relay.py; its default TCP/TLS settings,
+warnings-only logging) and sends SIZE MiB (default 256) as ONE message with
+``send_large_message`` and its defaults, from this process to a receiver in
+another process (``MessageAssembler`` into a sink that counts and discards).
+Three figures: direct (no relay: 64 KiB chunks, hop-by-hop window), through
+the relay over TCP and over TLS (both ends through the relay: 8 KiB chunks,
+paced on the receiver's REPORTs).  Each transfer is timed by the sender,
+from the call to ``message.wait()`` returning (every byte confirmed through
+the relay; every 200 in directly).  The machine should be otherwise idle.
+"""
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'test', 'relay'))
+
+MiB = 1024 * 1024
+
+
+class Zeros(io.RawIOBase):
+    """``size`` bytes read from one preallocated block (tell/seek(0, 2) give the size)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.position = 0
+        self.block = os.urandom(MiB)
+
+    def readable(self):
+        return True
+
+    def tell(self):
+        return self.position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self.size if whence == io.SEEK_END else self.position
+
+    def read(self, n=-1):
+        n = min(n, self.size - self.position, MiB)
+        self.position += n
+        return self.block[:n]
+
+
+class Sink:
+    """A file for MessageAssembler(open_file=...) that counts and discards."""
+
+    def __init__(self, message=None):
+        self.written = 0
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return offset
+
+    def write(self, data):
+        self.written += len(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _relay_settings(relay_json):
+    from msrplib.relay import MSRPRelaySettings
+    import ssl
+    info = json.loads(relay_json)
+    context = None
+    if info['tls']:
+        context = ssl.create_default_context(cafile=info['ca_file'])
+    return MSRPRelaySettings(info['domain'], info['username'], info['password'], host=info['host'],
+                             port=info['port'], use_tls=info['tls'], credentials=context)
+
+
+def receiver(relay_json):
+    """Child: print our full path, accept one peer, receive one message, print its size (JSON)."""
+    import gevent
+    from msrplib.connect import AcceptorDirect
+    from msrplib.message import MessageAssembler
+    from msrplib.protocol import URI
+    from msrplib.relay import AcceptorRelay
+    from msrplib.session import GreenMSRPSession
+    if relay_json:
+        acceptor = AcceptorRelay(_relay_settings(relay_json))
+        path = acceptor.prepare()
+    else:
+        acceptor = AcceptorDirect()
+        path = acceptor.prepare(URI(host='127.0.0.1', port=0))
+    print(' '.join(str(uri) for uri in path), flush=True)
+    transport = acceptor.complete(None)
+    session = GreenMSRPSession(transport, assembler=MessageAssembler(max_message_size=1 << 40, open_file=Sink))
+    with gevent.Timeout(900):
+        message = session.receive_chunk()
+        gevent.sleep(0.5)  # let the last REPORT go out
+    print(json.dumps({'size': message.size}), flush=True)
+    session.shutdown()
+
+
+def transfer(size, relay=None, tls=False):
+    """Seconds to send ``size`` bytes to a receiver process (through ``relay`` when given)."""
+    import gevent
+    from msrplib.connect import ConnectorDirect
+    from msrplib.protocol import URI
+    from msrplib.relay import ConnectorRelay
+    from msrplib.session import GreenMSRPSession
+    relay_json = ''
+    if relay is not None:
+        relay_json = json.dumps({'domain': relay.domain, 'username': relay.username, 'password': relay.password,
+                                 'host': relay.host, 'port': relay.tls_port if tls else relay.port, 'tls': tls,
+                                 'ca_file': relay.ca_file})
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--receiver', relay_json],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        path = [URI.parse(text) for text in child.stdout.readline().split()]
+        connector = ConnectorRelay(_relay_settings(relay_json)) if relay_json else ConnectorDirect()
+        connector.prepare(None if relay_json else URI(host='127.0.0.1'))
+        session = GreenMSRPSession(connector.complete(path))
+        with gevent.Timeout(900):
+            started = time.monotonic()
+            message = session.send_large_message(Zeros(size), 'application/octet-stream')
+            message.wait()
+            elapsed = time.monotonic() - started
+        result = json.loads(child.stdout.readline())
+        assert result['size'] == size, result
+        session.shutdown()
+        return elapsed
+    finally:
+        child.wait(timeout=30)
+
+
+def run(size, repeat):
+    from kamailio_relay import KamailioRelay
+    rates = {'direct': [], 'tcp': [], 'tls': []}
+    with KamailioRelay(debug=1) as relay:
+        for _ in range(repeat):
+            rates['direct'].append(size / transfer(size) / 1e6)
+            rates['tcp'].append(size / transfer(size, relay, False) / 1e6)
+            rates['tls'].append(size / transfer(size, relay, True) / 1e6)
+    result = {name: statistics.median(values) for name, values in rates.items()}
+    result['runs'] = rates
+    return result
+
+
+def main(argv=None):
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == '--receiver':
+        receiver(sys.argv[2])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--size', type=int, default=256, help='MiB per transfer (default 256)')
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--json', action='store_true')
+    options = parser.parse_args(argv)
+    result = run(options.size * MiB, options.repeat)
+    if options.json:
+        print(json.dumps(result))
+    else:
+        for name in ('direct', 'tcp', 'tls'):
+            runs = ', '.join('%.1f' % r for r in result['runs'][name])
+            print('%-6s %7.1f MB/s  runs %s' % (name, result[name], runs))
+        print('relay/direct over TCP: %.0f %%' % (100 * result['tcp'] / result['direct']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
