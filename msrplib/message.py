@@ -610,7 +610,7 @@ class MessageAssembler:
 
     ``MessageAssembler(max_message_size=64 MiB, memory_limit=1 MiB,
     open_file=None, max_partial_messages=64, max_fragments=1024,
-    memory_budget=8 MiB, file_budget=256 MiB, budget=None, on_discard=None)``.
+    memory_budget=8 MiB, file_budget=None, budget=None, on_discard=None)``.
     Give it to a session as ``MSRPSession(..., assembler=MessageAssembler())``.
 
     * A message larger than ``max_message_size`` (by its Byte-Range) is
@@ -623,8 +623,9 @@ class MessageAssembler:
       seekable binary file) or to a temporary file.
     * Files count by their disk footprint (bytes received plus two blocks per
       fragment); a chunk that would take this assembler's files past
-      ``file_budget``, or the shared ``budget`` past ``max_files``, ends its
-      message with 413 (so does a write error, e.g. a full disk).
+      ``file_budget`` (default: four times ``max_message_size``), or the
+      shared ``budget`` past ``max_files``, ends its message with 413 (so
+      does a write error, e.g. a full disk).
     * A message received in more than ``max_fragments`` separate pieces (gaps
       between them) is answered 413.  Ranges are kept sorted, O(log n) per
       chunk.
@@ -643,14 +644,15 @@ class MessageAssembler:
 
     def __init__(self, max_message_size=64 * 1024 * 1024, memory_limit=1024 * 1024, open_file=None,
                  max_partial_messages=64, max_fragments=1024, memory_budget=8 * 1024 * 1024,
-                 file_budget=256 * 1024 * 1024, budget=None, on_discard=None):
+                 file_budget=None, budget=None, on_discard=None):
         self.max_message_size = max_message_size
         self.memory_limit = memory_limit
         self.open_file = open_file
         self.max_partial_messages = max_partial_messages
         self.max_fragments = max_fragments
         self.memory_budget = memory_budget
-        self.file_budget = file_budget
+        # None: room for four messages of the largest size accepted (256 MiB with the default size)
+        self.file_budget = file_budget if file_budget is not None else 4 * max_message_size
         self.budget = budget if budget is not None else PROCESS_BUDGET
         self.on_discard = on_discard
         self.partial = {}        # Message-ID -> IncomingMessage
