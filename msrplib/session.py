@@ -25,6 +25,7 @@ import time
 import traceback
 
 import gevent
+from gevent import Greenlet
 from gevent.event import AsyncResult, Event
 from gevent.queue import Queue, Full
 
@@ -135,6 +136,20 @@ def _gets_success_response(chunk):
         return True
 
 
+class _ReaderGreenlet(Greenlet):
+    # The reader of a session.  A kill is noted before it is delivered, so that the exception it raises
+    # ends the session even where the reader catches exceptions of the application's callback.
+
+    def __init__(self, session):
+        Greenlet.__init__(self, session._reader)
+        self.kill_requested = None  # the exception a kill asked for (class or instance), or None
+
+    def kill(self, exception=gevent.GreenletExit, block=True, timeout=None):
+        if self.kill_requested is None and not self.dead:
+            self.kill_requested = exception
+        return Greenlet.kill(self, exception, block, timeout)
+
+
 @implementer(IMSRPSession)
 class MSRPSession:
     """High-level MSRP over one bound transport.
@@ -193,7 +208,10 @@ class MSRPSession:
         self._last_activity = time.monotonic()
         self._done = Event()
         self._failure = None
-        self.reader_job = gevent.spawn(self._reader)
+        self._reader_paused = False               # True while the reader waits for the application (see _room)
+        self._reader_pauses = 0                   # how many times it did
+        self.reader_job = _ReaderGreenlet(self)
+        self.reader_job.start()
         self.reader_job.link(self._reader_ended)  # also ends a session whose reader is killed before it runs
         # No other greenlet while idle (memory per session): the writer starts with the first queued
         # chunk, the response deadlines and the keep-alive are hub timers (see _schedule_timer,
@@ -201,6 +219,11 @@ class MSRPSession:
         self.writer_job = None
         self._keepalive_timer = None
         self._keepalive_job = None                # the greenlet sending a keep-alive, while it does
+
+    # Set (gevent Event) while the application has room for more incoming chunks; None: no such limit (the
+    # callback is called in the reader, so a callback that blocks holds the reader by itself).  The reader
+    # waits for it before reading the next chunk from the connection: back-pressure, not buffering.
+    _room = None
 
     @staticmethod
     def _ignore_incoming(chunk=None, error=None):
@@ -608,8 +631,11 @@ class MSRPSession:
             if self.KEEPALIVE_INTERVAL and self._failure is None:  # read here: may be set on the instance
                 self._arm_keepalive(self.KEEPALIVE_INTERVAL)
             read_chunk = self.msrp.read_chunk
+            room = self._room
             unyielded = 0  # body bytes handled since the reader last let other greenlets run
             while True:
+                if room is not None and not room.is_set():
+                    self._wait_for_room(room)
                 chunk = read_chunk()
                 if chunk is None:
                     continue  # unintelligible input: the transport closed; the next read raises why
@@ -632,6 +658,15 @@ class MSRPSession:
             tb = sys.exc_info()[2]
         finally:
             self._end(Failure(reason, tb))
+
+    def _wait_for_room(self, room):
+        # The application is behind: stop reading (TCP flow control then holds the peer) until it catches up.
+        self._reader_paused = True
+        self._reader_pauses += 1
+        try:
+            room.wait()
+        finally:
+            self._reader_paused = False
 
     def _reader_ended(self, job):
         if self._failure is None:
@@ -661,7 +696,19 @@ class MSRPSession:
         try:
             self._on_incoming_cb(chunk)
         except Exception:
+            if self.reader_job.kill_requested is not None and gevent.getcurrent() is self.reader_job:
+                raise  # the reader was killed while in the callback: that ends the session
             self.logger.exception('on_incoming_cb raised')
+        else:
+            if self.reader_job.kill_requested is not None and gevent.getcurrent() is self.reader_job:
+                # the callback caught the kill: end the session all the same
+                raise self._kill_reason(self.reader_job.kill_requested)
+
+    @staticmethod
+    def _kill_reason(exception):
+        if isinstance(exception, type):
+            exception = exception()
+        return exception
 
     def _check_request(self, chunk):
         # The answer due to a request with bad paths or headers (an error), or None.
@@ -695,11 +742,11 @@ class MSRPSession:
             self._assemble(chunk)
             return
         self.msrp.write_response(chunk, 200, 'OK', wait=False)
+        self._deliver(chunk)  # first: queueing the report may wait for the socket
         if self.automatic_reports and chunk.success_report == 'yes' and chunk.contflag != '#':
             report = make_report(chunk, 200, 'OK')
             if report is not None:
                 self._queue_internal(report)
-        self._deliver(chunk)
 
     def _assemble(self, chunk):
         code, comment, message = self.assembler.accept(chunk)
@@ -762,7 +809,11 @@ class MSRPSession:
         if not interval or self.state != SessionState.CONNECTED:
             return  # disabled on the instance after the session started, or ending
         idle = time.monotonic() - self._last_activity
-        if idle < interval:
+        if self._reader_paused:
+            # We do not read (the application is behind): the session is not idle, and the peer's answer
+            # to a keep-alive would wait unread behind what we hold back.  Check again later.
+            self._arm_keepalive(interval)
+        elif idle < interval:
             self._arm_keepalive(interval - idle)
         else:
             self._keepalive_job = gevent.spawn(self._send_keepalive)
@@ -770,16 +821,22 @@ class MSRPSession:
     def _send_keepalive(self):
         chunk = self.msrp.make_send_request()
         self._last_activity = time.monotonic()
+        pauses = self._reader_pauses
         try:
-            self.send_chunk(chunk, self._keepalive_response)
+            self.send_chunk(chunk, lambda response: self._keepalive_response(response, pauses))
         except MSRPSessionError:
             return
         interval = self.KEEPALIVE_INTERVAL
         if interval and self._failure is None:
             self._arm_keepalive(interval)
 
-    def _keepalive_response(self, response):
+    def _keepalive_response(self, response, pauses=None):
         if response.code == 408:
+            if self._failure is None and (self._reader_paused or (pauses is not None and pauses != self._reader_pauses)):
+                # the reader stopped reading meanwhile (the application was behind): the answer may be
+                # waiting unread on our side; a later keep-alive checks the connection again
+                self.logger.debug('Keep-alive unanswered while the reader waited for the application')
+                return
             self.logger.warning('Keep-alive got no response: closing the session')
             gevent.spawn(self._abort, ConnectionLost('No response to keep-alive'))
 
@@ -869,35 +926,95 @@ class MSRPSession:
             self.logger.exception('on_incoming_cb raised')
 
 
+def _incoming_cost(item):
+    # The memory an item of the incoming queue holds, estimated from above (see MSRPData.memory_estimate).
+    estimate = getattr(item, 'memory_estimate', None)
+    if estimate is not None:
+        return estimate()
+    chunk = getattr(item, 'chunk', None)  # e.g. an IncomingMessage: its first chunk and its body
+    cost = chunk.memory_estimate() if hasattr(chunk, 'memory_estimate') else 1024
+    if getattr(item, 'file', None) is None:
+        size = getattr(item, 'size', 0)
+        cost += size if type(size) is int else 0
+    return cost
+
+
+class _IncomingQueue(Queue):
+    # The incoming queue of a GreenMSRPSession: a gevent Queue (no count limit of its own) that knows the
+    # memory its items hold (``buffered``) and tells the session when an item is taken.
+
+    def __init__(self, taken):
+        Queue.__init__(self)
+        self.buffered = 0
+        self._costs = collections.deque()
+        self._next_cost = 0
+        self._taken = taken
+
+    def put_costed(self, item, cost):
+        self._next_cost = cost
+        self.put_nowait(item)
+
+    def _put(self, item):
+        Queue._put(self, item)
+        self._costs.append(self._next_cost)
+        self.buffered += self._next_cost
+        self._next_cost = 0
+
+    def _get(self):
+        item = Queue._get(self)
+        self.buffered -= self._costs.popleft()
+        self._taken()
+        return item
+
+
 @implementer(IGreenMSRPSession)
 class GreenMSRPSession(MSRPSession):
     """An :class:`MSRPSession` that puts incoming chunks into a queue (``incoming``).
 
     ``GreenMSRPSession(msrptransport, accept_types=['*'], automatic_reports=True)``.
     :meth:`receive_chunk` returns the next chunk; once the session has ended
-    and the queue is empty it raises the reason (every time).  The queue
-    holds at most ``INCOMING_QUEUE_SIZE`` chunks; when it is full the reader
-    waits, which slows the peer down.
+    and the queue is empty it raises the reason (every time).
+
+    Back-pressure, not buffering: once the queue holds ``INCOMING_QUEUE_SIZE``
+    chunks or ``INCOMING_BUFFER_SIZE`` bytes (the estimated memory of the
+    chunks, headers and parsed paths included: see
+    :meth:`~msrplib.protocol.MSRPData.memory_estimate`), the reader stops
+    reading from the connection until the application takes some; TCP flow
+    control then holds the peer.  A chunk answered 200 is always in the
+    queue: nothing accepted is ever dropped.  The queue thus holds at most
+    ``INCOMING_BUFFER_SIZE`` plus one chunk (at most the transport's
+    ``max_chunk_size``).
     """
 
     INCOMING_QUEUE_SIZE = 1000
+    INCOMING_BUFFER_SIZE = 4 * 1024 * 1024
 
     def __init__(self, msrptransport, accept_types=None, automatic_reports=True, on_incoming_cb=None,
                  assembler=None):
-        self.incoming = Queue(self.INCOMING_QUEUE_SIZE)
+        self.incoming = _IncomingQueue(self._incoming_taken)
+        self._room = Event()
+        self._room.set()
         self._end_failure = None
         MSRPSession.__init__(self, msrptransport, accept_types, on_incoming_cb=self._put_incoming,
                              automatic_reports=automatic_reports, assembler=assembler)
 
     def _put_incoming(self, chunk=None, error=None):
+        incoming = self.incoming
         if error is not None:
             self._end_failure = error
-            try:
-                self.incoming.put_nowait(_END)
-            except Full:
-                pass  # a consumer finds the end once the queue is drained
+            incoming.put_costed(_END, 0)
+            self._room.set()  # (a reader still waiting is being killed)
         else:
-            self.incoming.put(chunk)
+            # never waits: the reader waited for room before it read this chunk
+            incoming.put_costed(chunk, _incoming_cost(chunk))
+            if len(incoming) >= self.INCOMING_QUEUE_SIZE or incoming.buffered >= self.INCOMING_BUFFER_SIZE:
+                self._room.clear()
+
+    def _incoming_taken(self):
+        incoming = self.incoming
+        if (not self._room.is_set() and len(incoming) < self.INCOMING_QUEUE_SIZE and
+                incoming.buffered < self.INCOMING_BUFFER_SIZE):
+            self._room.set()
 
     def receive_chunk(self):
         """Return the next incoming chunk, waiting for it.

@@ -729,7 +729,10 @@ def test_tls_handshake_never_completing_is_bounded_even_without_an_incoming_time
     path = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=True))
     silent = gevent.socket.create_connection(('127.0.0.1', path[0].port))
     try:
-        with gevent.Timeout(T), pytest.raises(MSRPIncomingConnectTimeout):
+        with gevent.Timeout(T), pytest.raises(MSRPIncomingConnectTimeout) as raised:
             acceptor.complete(None)
     finally:
         silent.close()
+    # the message names the limit that ran out, not the unlimited wait for a peer ("(None seconds)")
+    assert '(0.5 seconds)' in str(raised.value) and 'None' not in str(raised.value)
+    assert raised.value.seconds == 0.5
