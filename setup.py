@@ -26,7 +26,7 @@ setup(
         'tqdm>=4.0',
     ],
     extras_require={
-        'test': ['pytest>=7', 'pytest-timeout>=2', 'hypothesis>=6', 'trustme>=1.0'],
+        'test': ['pytest>=7', 'pytest-timeout>=2', 'hypothesis>=6', 'trustme>=1.0', 'psutil>=5'],
     },
     entry_points={
         'console_scripts': ['msrp = msrplib.cli:main'],
