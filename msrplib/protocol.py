@@ -958,27 +958,28 @@ class MSRPData:
         is counted as such.  Sessions count it against the bytes they buffer
         for the application (``GreenMSRPSession.INCOMING_BUFFER_SIZE``).
         """
-        size = _CHUNK_COST + len(self.data)
         headers = self._headers if self._headers is not None else self._raw
+        size = _CHUNK_COST + len(self.data) + _HEADER_COST * len(headers)
         for value in headers.values():
             if type(value) is str:
-                size += _HEADER_COST + len(value)
+                size += len(value)  # a parsed header's text, no object made
+                continue
+            decoded = value._decoded
+            kind = type(decoded)
+            if kind is str:
+                size += 2 * len(decoded)  # the value and its text (the same str, when decoded from text)
                 continue
             encoded = value._encoded
-            decoded = value._decoded
-            size += _HEADER_COST + (len(encoded) if type(encoded) is str else 0)
-            if decoded is _UNSET or decoded is None:
-                continue
-            if type(decoded) is list:
+            if type(encoded) is str:
+                size += len(encoded)
+            if kind is list:
                 size += _URI_COST * len(decoded)
-            elif type(decoded) is ContentDisposition:
-                size += _HEADER_COST + _PARAMETER_COST * len(decoded.parameters)
-            elif type(decoded) is dict:
+            elif kind is dict:
                 size += _PARAMETER_COST * len(decoded)
-            elif type(encoded) is not str:
-                size += _HEADER_COST  # a value given decoded: its text is made on demand
-            else:
-                size += _HEADER_COST + len(encoded)  # a str or a tuple of small values
+            elif kind is ContentDisposition:
+                size += _HEADER_COST + _PARAMETER_COST * len(decoded.parameters)
+            elif decoded is not _UNSET:
+                size += _HEADER_COST  # a small value (an int, a ByteRange, a Status...)
         return size
 
     # -- encoding

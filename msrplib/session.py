@@ -940,30 +940,36 @@ def _incoming_cost(item):
 
 
 class _IncomingQueue(Queue):
-    # The incoming queue of a GreenMSRPSession: a gevent Queue (no count limit of its own) that knows the
-    # memory its items hold (``buffered``) and tells the session when an item is taken.
+    # The incoming queue of a GreenMSRPSession: a gevent Queue without a count limit of its own, that knows
+    # the memory its items hold (``buffered``) and sets ``room`` again when an item taken (by receive_chunk()
+    # or straight from the queue) brings it under both limits.  add() is the session's put: it clears
+    # ``room`` once a limit is reached, and the reader waits for it before reading the next chunk.
 
-    def __init__(self, taken):
+    def __init__(self, room, max_items, max_bytes):
         Queue.__init__(self)
         self.buffered = 0
-        self._costs = collections.deque()
-        self._next_cost = 0
-        self._taken = taken
+        self.full = False
+        self._costs = collections.deque()  # the cost of each item, in queue order
+        self._room = room
+        self._max_items = max_items
+        self._max_bytes = max_bytes
 
-    def put_costed(self, item, cost):
-        self._next_cost = cost
+    def add(self, item, cost):
+        self._costs.append(cost)
+        self.buffered += cost
         self.put_nowait(item)
-
-    def _put(self, item):
-        Queue._put(self, item)
-        self._costs.append(self._next_cost)
-        self.buffered += self._next_cost
-        self._next_cost = 0
+        if len(self.queue) >= self._max_items or self.buffered >= self._max_bytes:
+            self.full = True
+            self._room.clear()
 
     def _get(self):
         item = Queue._get(self)
-        self.buffered -= self._costs.popleft()
-        self._taken()
+        costs = self._costs
+        if costs:
+            self.buffered -= costs.popleft()
+        if self.full and len(self.queue) < self._max_items and self.buffered < self._max_bytes:
+            self.full = False
+            self._room.set()
         return item
 
 
@@ -991,30 +997,20 @@ class GreenMSRPSession(MSRPSession):
 
     def __init__(self, msrptransport, accept_types=None, automatic_reports=True, on_incoming_cb=None,
                  assembler=None):
-        self.incoming = _IncomingQueue(self._incoming_taken)
         self._room = Event()
         self._room.set()
+        self.incoming = _IncomingQueue(self._room, self.INCOMING_QUEUE_SIZE, self.INCOMING_BUFFER_SIZE)
         self._end_failure = None
         MSRPSession.__init__(self, msrptransport, accept_types, on_incoming_cb=self._put_incoming,
                              automatic_reports=automatic_reports, assembler=assembler)
 
     def _put_incoming(self, chunk=None, error=None):
-        incoming = self.incoming
         if error is not None:
             self._end_failure = error
-            incoming.put_costed(_END, 0)
-            self._room.set()  # (a reader still waiting is being killed)
+            self.incoming.add(_END, 0)
         else:
             # never waits: the reader waited for room before it read this chunk
-            incoming.put_costed(chunk, _incoming_cost(chunk))
-            if len(incoming) >= self.INCOMING_QUEUE_SIZE or incoming.buffered >= self.INCOMING_BUFFER_SIZE:
-                self._room.clear()
-
-    def _incoming_taken(self):
-        incoming = self.incoming
-        if (not self._room.is_set() and len(incoming) < self.INCOMING_QUEUE_SIZE and
-                incoming.buffered < self.INCOMING_BUFFER_SIZE):
-            self._room.set()
+            self.incoming.add(chunk, chunk.memory_estimate() if type(chunk) is MSRPData else _incoming_cost(chunk))
 
     def receive_chunk(self):
         """Return the next incoming chunk, waiting for it.
