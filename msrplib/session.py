@@ -753,12 +753,12 @@ class MSRPSession:
         self.msrp.write_response(chunk, code, comment, wait=False)
         if message is None:
             return
+        self._deliver(message)  # first: queueing the report may wait for the socket
         if self.automatic_reports and message.success_report:
             report = make_report(chunk, 200, 'OK')
             if report is not None:  # one REPORT for the whole message
                 report.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(1, message.size, message.size))
                 self._queue_internal(report)
-        self._deliver(message)
 
     def _handle_incoming_REPORT(self, chunk):
         if self._check_request(chunk) is None:

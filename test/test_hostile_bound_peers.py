@@ -23,7 +23,7 @@ from gevent.event import Event
 from msrplib.protocol import URI, MSRPParser, CHUNK_START, CHUNK_END, URIHeaderType
 from msrplib.session import GreenMSRPSession, MSRPSession
 from msrplib.transport import (
-    MSRPTransport, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
+    MSRPTransport, MSRPTransactionError, ConnectionDone, ConnectionLost)
 from msrplib import tls
 
 from loopback import raw_peer_transport, socket_pair
