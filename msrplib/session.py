@@ -145,6 +145,7 @@ class _ReaderGreenlet(Greenlet):
         self.kill_requested = None  # the exception a kill asked for (class or instance), or None
 
     def kill(self, exception=gevent.GreenletExit, block=True, timeout=None):
+        """``Greenlet.kill``, noting ``exception`` first: it ends the session wherever the reader is."""
         if self.kill_requested is None and not self.dead:
             self.kill_requested = exception
         return Greenlet.kill(self, exception, block, timeout)
@@ -832,7 +833,8 @@ class MSRPSession:
 
     def _keepalive_response(self, response, pauses=None):
         if response.code == 408:
-            if self._failure is None and (self._reader_paused or (pauses is not None and pauses != self._reader_pauses)):
+            waited = self._reader_paused or (pauses is not None and pauses != self._reader_pauses)
+            if waited and self._failure is None:
                 # the reader stopped reading meanwhile (the application was behind): the answer may be
                 # waiting unread on our side; a later keep-alive checks the connection again
                 self.logger.debug('Keep-alive unanswered while the reader waited for the application')
