@@ -209,8 +209,9 @@ class MSRPSession:
         self._last_activity = time.monotonic()
         self._done = Event()
         self._failure = None
-        self._reader_paused = False               # True while the reader waits for the application (see _room)
-        self._reader_pauses = 0                   # how many times it did
+        self._reader_paused = False               # True while the reader is with the application: waiting for
+                                                  # room (see _room) or in on_incoming_cb; it reads nothing then
+        self._reader_pauses = 0                   # how many times it was
         self.reader_job = _ReaderGreenlet(self)
         self.reader_job.start()
         self.reader_job.link(self._reader_ended)  # also ends a session whose reader is killed before it runs
@@ -694,6 +695,10 @@ class MSRPSession:
         handler(chunk)
 
     def _deliver(self, chunk):
+        # While the callback runs it has the reader: nothing is read (a callback that blocks holds the peer
+        # back), so a keep-alive would go unread too (see _keepalive_due).
+        self._reader_paused = True
+        self._reader_pauses += 1
         try:
             self._on_incoming_cb(chunk)
         except Exception:
@@ -704,6 +709,8 @@ class MSRPSession:
             if self.reader_job.kill_requested is not None and gevent.getcurrent() is self.reader_job:
                 # the callback caught the kill: end the session all the same
                 raise self._kill_reason(self.reader_job.kill_requested)
+        finally:
+            self._reader_paused = False
 
     @staticmethod
     def _kill_reason(exception):

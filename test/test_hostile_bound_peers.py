@@ -340,6 +340,45 @@ def test_keepalive_cycles_while_the_application_does_not_read_lose_nothing_and_e
         session.reader_job.kill(block=False)
 
 
+class SlowCallbackSession(MSRPSession):
+    KEEPALIVE_INTERVAL = 0.2
+    RESPONSE_TIMEOUT = 0.2
+
+
+def test_a_callback_slower_than_the_keepalive_cycle_does_not_end_a_healthy_session():
+    # The callback holds the reader (it reads nothing meanwhile, the keep-alive's answer included): that is
+    # this side's doing, not a dead connection.  Before, the keep-alive's 408 killed the reader in the callback.
+    delivered = []
+    errors = []
+    finished = []
+
+    def slow(chunk=None, error=None):
+        if error is not None:
+            errors.append(error)
+            return
+        delivered.append(chunk.data)
+        if len(delivered) == 1:
+            gevent.sleep(1.5)  # an application busy for seven keep-alive cycles
+            finished.append(True)  # (not cut short by an exception thrown into the callback)
+
+    session, peer = session_with_raw_peer(SlowCallbackSession, on_incoming_cb=slow)
+    try:
+        for number in range(5):
+            peer.sock.sendall(peer.chunk(b'line %d' % number))
+        with gevent.Timeout(T):
+            while len(delivered) < 5:
+                gevent.sleep(0.05)
+            while not peer.requests:  # and the keep-alive goes on once the callback returned
+                gevent.sleep(0.05)
+        gevent.sleep(0.5)
+        assert delivered == [b'line %d' % number for number in range(5)]
+        assert finished == [True]
+        assert not errors and session.connected
+    finally:
+        peer.close()
+        session.reader_job.kill(block=False)
+
+
 def test_killing_the_reader_while_it_waits_for_the_application_ends_the_session():
     session, peer = session_with_raw_peer()
     try:
