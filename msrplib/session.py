@@ -957,27 +957,27 @@ class _IncomingQueue(Queue):
     def __init__(self, room, max_items, max_bytes):
         Queue.__init__(self)
         self.buffered = 0
-        self.full = False
-        self._costs = collections.deque()  # the cost of each item, in queue order
+        self.held = False                  # True while ``room`` is cleared
+        self.costs = collections.deque()   # the cost of each item, in queue order
         self._room = room
         self._max_items = max_items
         self._max_bytes = max_bytes
 
     def add(self, item, cost):
-        self._costs.append(cost)
+        self.costs.append(cost)
         self.buffered += cost
         self.put_nowait(item)
         if len(self.queue) >= self._max_items or self.buffered >= self._max_bytes:
-            self.full = True
+            self.held = True
             self._room.clear()
 
     def _get(self):
-        item = Queue._get(self)
-        costs = self._costs
+        item = self.queue.popleft()  # (what Queue._get does)
+        costs = self.costs
         if costs:
             self.buffered -= costs.popleft()
-        if self.full and len(self.queue) < self._max_items and self.buffered < self._max_bytes:
-            self.full = False
+        if self.held and len(self.queue) < self._max_items and self.buffered < self._max_bytes:
+            self.held = False
             self._room.set()
         return item
 
@@ -1010,6 +1010,7 @@ class GreenMSRPSession(MSRPSession):
         self._room.set()
         self.incoming = _IncomingQueue(self._room, self.INCOMING_QUEUE_SIZE, self.INCOMING_BUFFER_SIZE)
         self._end_failure = None
+        self._receivers = 0  # receive_chunk() calls waiting for a chunk
         MSRPSession.__init__(self, msrptransport, accept_types, on_incoming_cb=self._put_incoming,
                              automatic_reports=automatic_reports, assembler=assembler)
 
@@ -1018,8 +1019,13 @@ class GreenMSRPSession(MSRPSession):
             self._end_failure = error
             self.incoming.add(_END, 0)
         else:
-            # never waits: the reader waited for room before it read this chunk
-            self.incoming.add(chunk, chunk.memory_estimate() if type(chunk) is MSRPData else _incoming_cost(chunk))
+            # Never waits: the reader waited for room before it read this chunk.  A chunk that a waiting
+            # receive_chunk() takes next is the application's already: its cost need not be estimated.
+            incoming = self.incoming
+            if self._receivers > len(incoming.queue):
+                incoming.add(chunk, 0)
+            else:
+                incoming.add(chunk, chunk.memory_estimate() if type(chunk) is MSRPData else _incoming_cost(chunk))
 
     def receive_chunk(self):
         """Return the next incoming chunk, waiting for it.
@@ -1031,6 +1037,10 @@ class GreenMSRPSession(MSRPSession):
         while True:
             if self._end_failure is not None and self.incoming.empty():
                 raise self._end_failure.value
-            item = self.incoming.get()
+            self._receivers += 1
+            try:
+                item = self.incoming.get()
+            finally:
+                self._receivers -= 1
             if item is not _END:
                 return item
