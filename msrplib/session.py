@@ -960,14 +960,14 @@ class _IncomingQueue(Queue):
         self.held = False                  # True while ``room`` is cleared
         self.costs = collections.deque()   # the cost of each item, in queue order
         self._room = room
-        self._max_items = max_items
-        self._max_bytes = max_bytes
+        self.max_items = max_items
+        self.max_bytes = max_bytes
 
     def add(self, item, cost):
         self.costs.append(cost)
         self.buffered += cost
         self.put_nowait(item)
-        if len(self.queue) >= self._max_items or self.buffered >= self._max_bytes:
+        if len(self.queue) >= self.max_items or self.buffered >= self.max_bytes:
             self.held = True
             self._room.clear()
 
@@ -976,7 +976,7 @@ class _IncomingQueue(Queue):
         costs = self.costs
         if costs:
             self.buffered -= costs.popleft()
-        if self.held and len(self.queue) < self._max_items and self.buffered < self._max_bytes:
+        if self.held and len(self.queue) < self.max_items and self.buffered < self.max_bytes:
             self.held = False
             self._room.set()
         return item
@@ -1023,9 +1023,15 @@ class GreenMSRPSession(MSRPSession):
             # receive_chunk() takes next is the application's already: its cost need not be estimated.
             incoming = self.incoming
             if self._receivers > len(incoming.queue):
-                incoming.add(chunk, 0)
+                cost = 0
             else:
-                incoming.add(chunk, chunk.memory_estimate() if type(chunk) is MSRPData else _incoming_cost(chunk))
+                cost = chunk.memory_estimate() if type(chunk) is MSRPData else _incoming_cost(chunk)
+            incoming.costs.append(cost)  # (what incoming.add() does, inline: once per chunk)
+            incoming.buffered += cost
+            incoming.put_nowait(chunk)
+            if len(incoming.queue) >= incoming.max_items or incoming.buffered >= incoming.max_bytes:
+                incoming.held = True
+                self._room.clear()
 
     def receive_chunk(self):
         """Return the next incoming chunk, waiting for it.
