@@ -721,6 +721,30 @@ _HEADER_COST = 160
 _URI_COST = 768
 _PARAMETER_COST = 192
 
+# header names whose values decode to many objects (lists of URIs, dicts of parameters)
+_AMPLIFYING = frozenset(cls.name for cls in _HEADER_CLASSES.values()
+                        if cls.type in (URIHeaderType, ParameterListHeaderType, DigestHeaderType,
+                                        ContentDispositionHeaderType))
+
+
+def _header_memory(header):
+    # What a header object holds beyond the 2 * _HEADER_COST counted for every header: its text and what
+    # decoding it made (MSRPData.memory_estimate).
+    decoded = header._decoded
+    kind = type(decoded)
+    encoded = header._encoded
+    size = len(encoded) if type(encoded) is str else 0
+    if kind is str:
+        return size if size else len(decoded)  # (the value is its text, or made from it on demand)
+    if kind is list:
+        return size + _URI_COST * len(decoded)
+    if kind is dict:
+        return size + _PARAMETER_COST * len(decoded)
+    if kind is ContentDisposition:
+        return size + _HEADER_COST + _PARAMETER_COST * len(decoded.parameters)
+    return size
+
+
 # To-Path/From-Path texts known to decode (verify_headers skips decoding them again); bounded
 _VALID_PATH_TEXTS = set()
 
@@ -783,6 +807,9 @@ class MSRPData:
     # for what is read: the typed properties below make one (and put it in _raw), ``headers`` makes them
     # all.  A receiver that reads a few headers then pays for those only.
     _raw = None
+    # Set by verify_headers() on a parsed chunk: memory_estimate() as of then, counted while checking (a session
+    # queueing the chunk right after uses it instead of counting again); None otherwise.
+    _verified_size = None
 
     def __init__(self, transaction_id, method=None, code=None, comment=None, headers=None, data=b'', contflag='$'):
         self.transaction_id = transaction_id
@@ -928,21 +955,28 @@ class MSRPData:
             valid_paths = _VALID_PATH_TEXTS
             known = _HEADER_CLASSES_EXACT
             decode = self._value
+            # what memory_estimate() would say once verified, counted on the way (see _verified_size)
+            size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(raw)
             for name, value in raw.items():
                 if type(value) is not str:
                     value.decoded  # a header object: an unusual header, or one already read
+                    size += _header_memory(value)
                     continue
+                size += len(value)
                 # (texts are kept for known names only; a header already made may have been changed since:
                 # only untouched texts use the cache)
                 if name == 'To-Path' or name == 'From-Path':
                     if value in valid_paths:
                         continue  # this text decoded before (decoding is a pure function of the text)
-                    decode(name, known[name])
+                    size += _URI_COST * len(decode(name, known[name]))
                     if len(valid_paths) >= 256:
                         valid_paths.clear()
                     valid_paths.add(value)
                     continue
                 decode(name, known[name])  # makes the header object, decoded, as the typed properties do
+                if name in _AMPLIFYING:
+                    size += _header_memory(raw[name])
+            self._verified_size = size
             return
         for name in ('To-Path', 'From-Path'):
             if name not in self.headers:
@@ -959,27 +993,9 @@ class MSRPData:
         for the application (``GreenMSRPSession.INCOMING_BUFFER_SIZE``).
         """
         headers = self._headers if self._headers is not None else self._raw
-        size = _CHUNK_COST + len(self.data) + _HEADER_COST * len(headers)
+        size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(headers)
         for value in headers.values():
-            if type(value) is str:
-                size += len(value)  # a parsed header's text, no object made
-                continue
-            decoded = value._decoded
-            kind = type(decoded)
-            if kind is str:
-                size += 2 * len(decoded)  # the value and its text (the same str, when decoded from text)
-                continue
-            encoded = value._encoded
-            if type(encoded) is str:
-                size += len(encoded)
-            if kind is list:
-                size += _URI_COST * len(decoded)
-            elif kind is dict:
-                size += _PARAMETER_COST * len(decoded)
-            elif kind is ContentDisposition:
-                size += _HEADER_COST + _PARAMETER_COST * len(decoded.parameters)
-            elif decoded is not _UNSET:
-                size += _HEADER_COST  # a small value (an int, a ByteRange, a Status...)
+            size += len(value) if type(value) is str else _header_memory(value)
         return size
 
     # -- encoding

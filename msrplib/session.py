@@ -638,6 +638,8 @@ class MSRPSession:
             while True:
                 if room is not None and not room.is_set():
                     self._wait_for_room(room)
+                    if self.reader_job.kill_requested is not None:  # (the kill may land after the wake-up)
+                        raise self._kill_reason(self.reader_job.kill_requested)
                 chunk = read_chunk()
                 if chunk is None:
                     continue  # unintelligible input: the transport closed; the next read raises why
@@ -948,40 +950,6 @@ def _incoming_cost(item):
     return cost
 
 
-class _IncomingQueue(Queue):
-    # The incoming queue of a GreenMSRPSession: a gevent Queue without a count limit of its own, that knows
-    # the memory its items hold (``buffered``) and sets ``room`` again when an item taken (by receive_chunk()
-    # or straight from the queue) brings it under both limits.  add() is the session's put: it clears
-    # ``room`` once a limit is reached, and the reader waits for it before reading the next chunk.
-
-    def __init__(self, room, max_items, max_bytes):
-        Queue.__init__(self)
-        self.buffered = 0
-        self.held = False                  # True while ``room`` is cleared
-        self.costs = collections.deque()   # the cost of each item, in queue order
-        self._room = room
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-
-    def add(self, item, cost):
-        self.costs.append(cost)
-        self.buffered += cost
-        self.put_nowait(item)
-        if len(self.queue) >= self.max_items or self.buffered >= self.max_bytes:
-            self.held = True
-            self._room.clear()
-
-    def _get(self):
-        item = self.queue.popleft()  # (what Queue._get does)
-        costs = self.costs
-        if costs:
-            self.buffered -= costs.popleft()
-        if self.held and len(self.queue) < self.max_items and self.buffered < self.max_bytes:
-            self.held = False
-            self._room.set()
-        return item
-
-
 @implementer(IGreenMSRPSession)
 class GreenMSRPSession(MSRPSession):
     """An :class:`MSRPSession` that puts incoming chunks into a queue (``incoming``).
@@ -1004,34 +972,77 @@ class GreenMSRPSession(MSRPSession):
     INCOMING_QUEUE_SIZE = 1000
     INCOMING_BUFFER_SIZE = 4 * 1024 * 1024
 
+    # How the queue is accounted.  ``incoming`` is a plain gevent Queue (a subclass would slow every put and
+    # get down); ``_costs`` holds the cost of each item in queue order and ``_buffered`` their sum.
+    # receive_chunk() drops the cost of what it takes; items taken straight from ``incoming`` are found by
+    # _settle() (the queue is shorter than ``_costs``: the oldest costs are theirs).  The reader waits on
+    # ``_room`` before reading a chunk while a limit is reached (``_held``).
+
     def __init__(self, msrptransport, accept_types=None, automatic_reports=True, on_incoming_cb=None,
                  assembler=None):
+        self.incoming = Queue()
         self._room = Event()
         self._room.set()
-        self.incoming = _IncomingQueue(self._room, self.INCOMING_QUEUE_SIZE, self.INCOMING_BUFFER_SIZE)
+        self._held = False
+        self._costs = collections.deque()
+        self._buffered = 0
+        self._max_items = self.INCOMING_QUEUE_SIZE
+        self._max_bytes = self.INCOMING_BUFFER_SIZE
         self._end_failure = None
         self._receivers = 0  # receive_chunk() calls waiting for a chunk
         MSRPSession.__init__(self, msrptransport, accept_types, on_incoming_cb=self._put_incoming,
                              automatic_reports=automatic_reports, assembler=assembler)
 
     def _put_incoming(self, chunk=None, error=None):
+        queue = self.incoming.queue
         if error is not None:
             self._end_failure = error
-            self.incoming.add(_END, 0)
+            cost = 0
+        elif self._receivers > len(queue):
+            cost = 0  # a waiting receive_chunk() takes it next: it is the application's already
+        elif type(chunk) is MSRPData:
+            cost = chunk._verified_size or chunk.memory_estimate()  # (counted while its headers were checked)
         else:
-            # Never waits: the reader waited for room before it read this chunk.  A chunk that a waiting
-            # receive_chunk() takes next is the application's already: its cost need not be estimated.
-            incoming = self.incoming
-            if self._receivers > len(incoming.queue):
-                cost = 0
-            else:
-                cost = chunk.memory_estimate() if type(chunk) is MSRPData else _incoming_cost(chunk)
-            incoming.costs.append(cost)  # (what incoming.add() does, inline: once per chunk)
-            incoming.buffered += cost
-            incoming.put_nowait(chunk)
-            if len(incoming.queue) >= incoming.max_items or incoming.buffered >= incoming.max_bytes:
-                incoming.held = True
+            cost = _incoming_cost(chunk)
+        self._costs.append(cost)
+        self._buffered += cost
+        self.incoming.put_nowait(chunk if error is None else _END)  # never waits
+        if error is None and (len(queue) >= self._max_items or self._buffered >= self._max_bytes):
+            self._settle()
+            if len(queue) >= self._max_items or self._buffered >= self._max_bytes:
+                self._held = True
                 self._room.clear()
+
+    def _settle(self):
+        # Drop the costs of items taken straight from the queue (not through receive_chunk()).
+        costs = self._costs
+        for _ in range(len(costs) - len(self.incoming.queue)):
+            self._buffered -= costs.popleft()
+
+    def _taken(self):
+        # receive_chunk() took an item: drop its cost, and let the reader go on once under both limits.
+        if self._costs:
+            self._buffered -= self._costs.popleft()
+        if self._held and len(self.incoming.queue) < self._max_items and self._buffered < self._max_bytes:
+            self._held = False
+            self._room.set()
+
+    def _wait_for_room(self, room):
+        # As MSRPSession's, and also for an application that takes chunks straight from ``incoming``: that
+        # tells nobody, so check the queue again after a while (less often the longer it stays full).
+        self._reader_paused = True
+        self._reader_pauses += 1
+        try:
+            delay = 0.01
+            while not room.wait(delay):
+                self._settle()
+                if len(self.incoming.queue) < self._max_items and self._buffered < self._max_bytes:
+                    self._held = False
+                    room.set()
+                    break
+                delay = min(2 * delay, 1.0)
+        finally:
+            self._reader_paused = False
 
     def receive_chunk(self):
         """Return the next incoming chunk, waiting for it.
@@ -1048,5 +1059,6 @@ class GreenMSRPSession(MSRPSession):
                 item = self.incoming.get()
             finally:
                 self._receivers -= 1
+            self._taken()
             if item is not _END:
                 return item

@@ -379,6 +379,22 @@ def test_a_callback_slower_than_the_keepalive_cycle_does_not_end_a_healthy_sessi
         session.reader_job.kill(block=False)
 
 
+def test_an_application_that_takes_chunks_straight_from_the_queue_lets_the_reader_go_on():
+    # ``incoming`` is public (classic API): chunks taken with incoming.get() free room as receive_chunk() does.
+    session, peer = session_with_raw_peer()
+    try:
+        for _ in range(10):
+            peer.sock.sendall(peer.chunk(b'line'))
+        peer.wait_codes(200, 4)
+        with gevent.Timeout(T):
+            received = [session.incoming.get() for _ in range(10)]
+        assert [chunk.data for chunk in received] == [b'line'] * 10
+        peer.wait_codes(200, 10)
+    finally:
+        peer.close()
+        session.reader_job.kill(block=False)
+
+
 def test_killing_the_reader_while_it_waits_for_the_application_ends_the_session():
     session, peer = session_with_raw_peer()
     try:
