@@ -721,10 +721,11 @@ _HEADER_COST = 160
 _URI_COST = 768
 _PARAMETER_COST = 192
 
-# header names whose values decode to many objects (lists of URIs, dicts of parameters)
+# header names whose values decode to many objects (lists of URIs, dicts of parameters), but the paths
+# (MSRPData.verify_headers counts those itself)
 _AMPLIFYING = frozenset(cls.name for cls in _HEADER_CLASSES.values()
                         if cls.type in (URIHeaderType, ParameterListHeaderType, DigestHeaderType,
-                                        ContentDispositionHeaderType))
+                                        ContentDispositionHeaderType)) - {'To-Path', 'From-Path'}
 
 
 def _header_memory(header):
@@ -957,12 +958,15 @@ class MSRPData:
             decode = self._value
             # what memory_estimate() would say once verified, counted on the way (see _verified_size)
             size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(raw)
+            try:
+                size += sum(map(len, raw.values()))  # the texts (usually all of them are still texts)
+            except TypeError:  # header objects among them: those are counted below
+                size += sum([len(value) for value in raw.values() if type(value) is str])
             for name, value in raw.items():
                 if type(value) is not str:
                     value.decoded  # a header object: an unusual header, or one already read
                     size += _header_memory(value)
                     continue
-                size += len(value)
                 # (texts are kept for known names only; a header already made may have been changed since:
                 # only untouched texts use the cache)
                 if name == 'To-Path' or name == 'From-Path':
@@ -974,8 +978,9 @@ class MSRPData:
                     valid_paths.add(value)
                     continue
                 decode(name, known[name])  # makes the header object, decoded, as the typed properties do
-                if name in _AMPLIFYING:
-                    size += _header_memory(raw[name])
+            if not _AMPLIFYING.isdisjoint(raw):
+                for name in _AMPLIFYING.intersection(raw):
+                    size += _header_memory(raw[name])  # a list or dict decoded above (or its text, twice)
             self._verified_size = size
             return
         for name in ('To-Path', 'From-Path'):
