@@ -958,15 +958,12 @@ class MSRPData:
             decode = self._value
             # what memory_estimate() would say once verified, counted on the way (see _verified_size)
             size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(raw)
-            try:
-                size += sum(map(len, raw.values()))  # the texts (usually all of them are still texts)
-            except TypeError:  # header objects among them: those are counted below
-                size += sum([len(value) for value in raw.values() if type(value) is str])
             for name, value in raw.items():
                 if type(value) is not str:
                     value.decoded  # a header object: an unusual header, or one already read
                     size += _header_memory(value)
                     continue
+                size += len(value)
                 # (texts are kept for known names only; a header already made may have been changed since:
                 # only untouched texts use the cache)
                 if name == 'To-Path' or name == 'From-Path':
@@ -978,9 +975,8 @@ class MSRPData:
                     valid_paths.add(value)
                     continue
                 decode(name, known[name])  # makes the header object, decoded, as the typed properties do
-            if not _AMPLIFYING.isdisjoint(raw):
-                for name in _AMPLIFYING.intersection(raw):
-                    size += _header_memory(raw[name])  # a list or dict decoded above (or its text, twice)
+                if name in _AMPLIFYING:
+                    size += _header_memory(raw[name])  # a list or dict decoded: what it made (and its text again)
             self._verified_size = size
             return
         for name in ('To-Path', 'From-Path'):
