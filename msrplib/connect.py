@@ -69,8 +69,18 @@ class MSRPTimeout(MSRPError):
 
     @classmethod
     def timeout(cls, seconds=None):
-        """A ``gevent.Timeout`` that raises this class after ``seconds`` (default: ``cls.seconds``)."""
-        return gevent.Timeout(cls.seconds if seconds is None else seconds, cls)
+        """A ``gevent.Timeout`` that raises this class after ``seconds`` (default: ``cls.seconds``).
+
+        The exception it raises names the limit that ran out (``seconds``),
+        also when that is not ``cls.seconds``.
+        """
+        if seconds is None:
+            seconds = cls.seconds
+        if seconds is None:
+            return gevent.Timeout(None)  # no limit: nothing is ever raised
+        error = cls('%s (%s seconds)' % (cls.comment, seconds))
+        error.seconds = seconds
+        return gevent.Timeout(seconds, error)
 
 
 class MSRPConnectTimeout(MSRPTimeout):

@@ -335,13 +335,26 @@ class UTF8HeaderType(SimpleHeaderType):
 
 
 class URIHeaderType:
-    """A space-separated list of MSRP URIs (a list of :class:`URI`)."""
+    """A space-separated list of MSRP URIs (a list of :class:`URI`).
 
-    @staticmethod
-    def decode(encoded):
+    ``max_uris`` (class attribute, default 32) bounds the URIs of one list:
+    a longer one does not decode (``ValueError``; a header reading it raises
+    :class:`HeaderParsingError`, and a session answers such a request with
+    400).  Each URI object costs far more memory than its text, so without
+    a bound a path header within the line-length limit (about 900 short
+    URIs) would amplify what a peer sends some 30 times.  RFC 4976 paths
+    hold a few relays; raise the bound for deployments with longer ones.
+    """
+
+    max_uris = 32
+
+    @classmethod
+    def decode(cls, encoded):
         items = encoded.split()
         if not items:
             raise ValueError('empty URI list')
+        if len(items) > cls.max_uris:
+            raise ValueError('%d URIs, more than max_uris=%d' % (len(items), cls.max_uris))
         try:
             return [URI.parse(item) for item in items]
         except ParsingError as e:
@@ -784,6 +797,39 @@ def _copy_header(header):
 END_LINE_DASHES = '-------'
 
 
+# MSRPData.memory_estimate(): bytes of a parsed chunk without headers (the object, its dicts); of one
+# header (object or text); of one URI object; of one decoded parameter (two str and a dict slot).  Measured
+# with tracemalloc on CPython 3.11 and rounded up (test_protocol_data checks they stay upper bounds).
+_CHUNK_COST = 1024
+_HEADER_COST = 160
+_URI_COST = 768
+_PARAMETER_COST = 192
+
+# header names whose values decode to many objects (lists of URIs, dicts of parameters), but the paths
+# (MSRPData.verify_headers counts those itself)
+_AMPLIFYING = frozenset(cls.name for cls in _HEADER_CLASSES.values()
+                        if cls.type in (URIHeaderType, ParameterListHeaderType, DigestHeaderType,
+                                        ContentDispositionHeaderType)) - {'To-Path', 'From-Path'}
+
+
+def _header_memory(header):
+    # What a header object holds beyond the 2 * _HEADER_COST counted for every header: its text and what
+    # decoding it made (MSRPData.memory_estimate).
+    decoded = header._decoded
+    kind = type(decoded)
+    encoded = header._encoded
+    size = len(encoded) if type(encoded) is str else 0
+    if kind is str:
+        return size if size else len(decoded)  # (the value is its text, or made from it on demand)
+    if kind is list:
+        return size + _URI_COST * len(decoded)
+    if kind is dict:
+        return size + _PARAMETER_COST * len(decoded)
+    if kind is ContentDisposition:
+        return size + _HEADER_COST + _PARAMETER_COST * len(decoded.parameters)
+    return size
+
+
 # To-Path/From-Path texts known to decode (verify_headers skips decoding them again); bounded
 _VALID_PATH_TEXTS = set()
 
@@ -853,6 +899,9 @@ class MSRPData:
     # for what is read: the typed properties below make one (and put it in _raw), ``headers`` makes them
     # all.  A receiver that reads a few headers then pays for those only.
     _raw = None
+    # Set by verify_headers() on a parsed chunk: memory_estimate() as of then, counted while checking (a session
+    # queueing the chunk right after uses it instead of counting again); None otherwise.
+    _verified_size = None
 
     def __init__(self, transaction_id, method=None, code=None, comment=None, headers=None, data=b'', contflag='$'):
         self.transaction_id = transaction_id
@@ -1021,27 +1070,48 @@ class MSRPData:
             valid_paths = _VALID_PATH_TEXTS
             known = _HEADER_CLASSES_EXACT
             decode = self._value
+            # what memory_estimate() would say once verified, counted on the way (see _verified_size)
+            size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(raw)
             for name, value in raw.items():
                 if type(value) is not str:
                     value.decoded  # a header object: an unusual header, or one already read
+                    size += _header_memory(value)
                     continue
+                size += len(value)
                 # (texts are kept for known names only; a header already made may have been changed since:
                 # only untouched texts use the cache)
                 if name == 'To-Path' or name == 'From-Path':
                     if value in valid_paths:
                         continue  # this text decoded before (decoding is a pure function of the text)
-                    decode(name, known[name])
+                    size += _URI_COST * len(decode(name, known[name]))
                     if len(valid_paths) >= 256:
                         valid_paths.clear()
                     valid_paths.add(value)
                     continue
                 decode(name, known[name])  # makes the header object, decoded, as the typed properties do
+                if name in _AMPLIFYING:
+                    size += _header_memory(raw[name])  # a list or dict decoded: what it made (and its text again)
+            self._verified_size = size
             return
         for name in ('To-Path', 'From-Path'):
             if name not in self.headers:
                 raise HeaderParsingError(name, 'header is missing')
         for header in self.headers.values():
             header.decoded
+
+    def memory_estimate(self):
+        """An upper estimate of the memory this chunk holds, in bytes.
+
+        The body, the header texts and the objects made from them: a decoded
+        list of URIs or dict of parameters costs far more than its text, and
+        is counted as such.  Sessions count it against the bytes they buffer
+        for the application (``GreenMSRPSession.INCOMING_BUFFER_SIZE``).
+        """
+        headers = self._headers if self._headers is not None else self._raw
+        size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(headers)
+        for value in headers.values():
+            size += len(value) if type(value) is str else _header_memory(value)
+        return size
 
     # -- encoding
 

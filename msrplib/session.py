@@ -25,6 +25,7 @@ import time
 import traceback
 
 import gevent
+from gevent import Greenlet
 from gevent.event import AsyncResult, Event
 from gevent.queue import Queue, Full
 
@@ -157,6 +158,21 @@ def _gets_success_response(chunk):
         return True
 
 
+class _ReaderGreenlet(Greenlet):
+    # The reader of a session.  A kill is noted before it is delivered, so that the exception it raises
+    # ends the session even where the reader catches exceptions of the application's callback.
+
+    def __init__(self, session):
+        Greenlet.__init__(self, session._reader)
+        self.kill_requested = None  # the exception a kill asked for (class or instance), or None
+
+    def kill(self, exception=gevent.GreenletExit, block=True, timeout=None):
+        """``Greenlet.kill``, noting ``exception`` first: it ends the session wherever the reader is."""
+        if self.kill_requested is None and not self.dead:
+            self.kill_requested = exception
+        return Greenlet.kill(self, exception, block, timeout)
+
+
 @implementer(IMSRPSession)
 class MSRPSession:
     """High-level MSRP over one bound transport.
@@ -229,7 +245,11 @@ class MSRPSession:
         self._last_activity = time.monotonic()
         self._done = Event()
         self._failure = None
-        self.reader_job = gevent.spawn(self._reader)
+        self._reader_paused = False               # True while the reader is with the application: waiting for
+                                                  # room (see _room) or in on_incoming_cb; it reads nothing then
+        self._reader_pauses = 0                   # how many times it was
+        self.reader_job = _ReaderGreenlet(self)
+        self.reader_job.start()
         self.reader_job.link(self._reader_ended)  # also ends a session whose reader is killed before it runs
         # No other greenlet while idle (memory per session): the writer starts with the first queued
         # chunk, the response deadlines and the keep-alive are hub timers (see _schedule_timer,
@@ -237,6 +257,11 @@ class MSRPSession:
         self.writer_job = None
         self._keepalive_timer = None
         self._keepalive_job = None                # the greenlet sending a keep-alive, while it does
+
+    # Set (gevent Event) while the application has room for more incoming chunks; None: no such limit (the
+    # callback is called in the reader, so a callback that blocks holds the reader by itself).  The reader
+    # waits for it before reading the next chunk from the connection: back-pressure, not buffering.
+    _room = None
 
     @staticmethod
     def _ignore_incoming(chunk=None, error=None):
@@ -664,8 +689,13 @@ class MSRPSession:
             if self.KEEPALIVE_INTERVAL and self._failure is None:  # read here: may be set on the instance
                 self._arm_keepalive(self.KEEPALIVE_INTERVAL)
             read_chunk = self.msrp.read_chunk
+            room = self._room
             unyielded = 0  # body bytes handled since the reader last let other greenlets run
             while True:
+                if room is not None and not room.is_set():
+                    self._wait_for_room(room)
+                    if self.reader_job.kill_requested is not None:  # (the kill may land after the wake-up)
+                        raise self._kill_reason(self.reader_job.kill_requested)
                 chunk = read_chunk()
                 if chunk is None:
                     continue  # unintelligible input: the transport closed; the next read raises why
@@ -688,6 +718,15 @@ class MSRPSession:
             tb = sys.exc_info()[2]
         finally:
             self._end(Failure(reason, tb))
+
+    def _wait_for_room(self, room):
+        # The application is behind: stop reading (TCP flow control then holds the peer) until it catches up.
+        self._reader_paused = True
+        self._reader_pauses += 1
+        try:
+            room.wait()
+        finally:
+            self._reader_paused = False
 
     def _reader_ended(self, job):
         if self._failure is None:
@@ -721,10 +760,28 @@ class MSRPSession:
         handler(chunk)
 
     def _deliver(self, chunk):
+        # While the callback runs it has the reader: nothing is read (a callback that blocks holds the peer
+        # back), so a keep-alive would go unread too (see _keepalive_due).
+        self._reader_paused = True
+        self._reader_pauses += 1
         try:
             self._on_incoming_cb(chunk)
         except Exception:
+            if self.reader_job.kill_requested is not None and gevent.getcurrent() is self.reader_job:
+                raise  # the reader was killed while in the callback: that ends the session
             self.logger.exception('on_incoming_cb raised')
+        else:
+            if self.reader_job.kill_requested is not None and gevent.getcurrent() is self.reader_job:
+                # the callback caught the kill: end the session all the same
+                raise self._kill_reason(self.reader_job.kill_requested)
+        finally:
+            self._reader_paused = False
+
+    @staticmethod
+    def _kill_reason(exception):
+        if isinstance(exception, type):
+            exception = exception()
+        return exception
 
     def _check_request(self, chunk):
         # The answer due to a request with bad paths or headers (an error), or None.
@@ -758,11 +815,11 @@ class MSRPSession:
             self._assemble(chunk)
             return
         self.msrp.write_response(chunk, 200, 'OK', wait=False)
+        self._deliver(chunk)  # first: queueing the report may wait for the socket
         if self.automatic_reports and chunk.success_report == 'yes' and chunk.contflag != '#':
             report = make_report(chunk, 200, 'OK')
             if report is not None:
                 self._queue_internal(report)
-        self._deliver(chunk)
 
     def _assemble(self, chunk):
         code, comment, message = self.assembler.accept(chunk)
@@ -772,12 +829,12 @@ class MSRPSession:
             return
         if self._progress_reports:
             self._progress_reports.pop(message.message_id, None)  # the message's own REPORT covers it all
+        self._deliver(message)  # first: queueing the report may wait for the socket
         if self.automatic_reports and message.success_report:
             report = make_report(chunk, 200, 'OK')
             if report is not None:  # one REPORT for the whole message
                 report.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(1, message.size, message.size))
                 self._queue_internal(report)
-        self._deliver(message)
 
     def _progress_report(self, chunk, code):
         # RFC 4975 §7.1.2: a receiver may report on parts of a message.  While a message whose chunks ask for
@@ -869,7 +926,11 @@ class MSRPSession:
         if not interval or self.state != SessionState.CONNECTED:
             return  # disabled on the instance after the session started, or ending
         idle = time.monotonic() - self._last_activity
-        if idle < interval:
+        if self._reader_paused:
+            # We do not read (the application is behind): the session is not idle, and the peer's answer
+            # to a keep-alive would wait unread behind what we hold back.  Check again later.
+            self._arm_keepalive(interval)
+        elif idle < interval:
             self._arm_keepalive(interval - idle)
         else:
             self._keepalive_job = gevent.spawn(self._send_keepalive)
@@ -877,16 +938,23 @@ class MSRPSession:
     def _send_keepalive(self):
         chunk = self.msrp.make_send_request()
         self._last_activity = time.monotonic()
+        pauses = self._reader_pauses
         try:
-            self.send_chunk(chunk, self._keepalive_response)
+            self.send_chunk(chunk, lambda response: self._keepalive_response(response, pauses))
         except MSRPSessionError:
             return
         interval = self.KEEPALIVE_INTERVAL
         if interval and self._failure is None:
             self._arm_keepalive(interval)
 
-    def _keepalive_response(self, response):
+    def _keepalive_response(self, response, pauses=None):
         if response.code == 408:
+            waited = self._reader_paused or (pauses is not None and pauses != self._reader_pauses)
+            if waited and self._failure is None:
+                # the reader stopped reading meanwhile (the application was behind): the answer may be
+                # waiting unread on our side; a later keep-alive checks the connection again
+                self.logger.debug('Keep-alive unanswered while the reader waited for the application')
+                return
             self.logger.warning('Keep-alive got no response: closing the session')
             gevent.spawn(self._abort, ConnectionLost('No response to keep-alive'))
 
@@ -1003,35 +1071,112 @@ class MSRPSession:
             self.logger.exception('on_incoming_cb raised')
 
 
+def _incoming_cost(item):
+    # The memory an item of the incoming queue holds, estimated from above (see MSRPData.memory_estimate).
+    estimate = getattr(item, 'memory_estimate', None)
+    if estimate is not None:
+        return estimate()
+    chunk = getattr(item, 'chunk', None)  # e.g. an IncomingMessage: its first chunk and its body
+    cost = chunk.memory_estimate() if hasattr(chunk, 'memory_estimate') else 1024
+    if getattr(item, 'file', None) is None:
+        size = getattr(item, 'size', 0)
+        cost += size if type(size) is int else 0
+    return cost
+
+
 @implementer(IGreenMSRPSession)
 class GreenMSRPSession(MSRPSession):
     """An :class:`MSRPSession` that puts incoming chunks into a queue (``incoming``).
 
     ``GreenMSRPSession(msrptransport, accept_types=['*'], automatic_reports=True)``.
     :meth:`receive_chunk` returns the next chunk; once the session has ended
-    and the queue is empty it raises the reason (every time).  The queue
-    holds at most ``INCOMING_QUEUE_SIZE`` chunks; when it is full the reader
-    waits, which slows the peer down.
+    and the queue is empty it raises the reason (every time).
+
+    Back-pressure, not buffering: once the queue holds ``INCOMING_QUEUE_SIZE``
+    chunks or ``INCOMING_BUFFER_SIZE`` bytes (the estimated memory of the
+    chunks, headers and parsed paths included: see
+    :meth:`~msrplib.protocol.MSRPData.memory_estimate`), the reader stops
+    reading from the connection until the application takes some; TCP flow
+    control then holds the peer.  A chunk answered 200 is always in the
+    queue: nothing accepted is ever dropped.  The queue thus holds at most
+    ``INCOMING_BUFFER_SIZE`` plus one chunk (at most the transport's
+    ``max_chunk_size``).
     """
 
     INCOMING_QUEUE_SIZE = 1000
+    INCOMING_BUFFER_SIZE = 4 * 1024 * 1024
+
+    # How the queue is accounted.  ``incoming`` is a plain gevent Queue (a subclass would slow every put and
+    # get down); ``_costs`` holds the cost of each item in queue order and ``_buffered`` their sum.
+    # receive_chunk() drops the cost of what it takes; items taken straight from ``incoming`` are found by
+    # _settle() (the queue is shorter than ``_costs``: the oldest costs are theirs).  The reader waits on
+    # ``_room`` before reading a chunk while a limit is reached (``_held``).
 
     def __init__(self, msrptransport, accept_types=None, automatic_reports=True, on_incoming_cb=None,
                  assembler=None):
-        self.incoming = Queue(self.INCOMING_QUEUE_SIZE)
+        self.incoming = Queue()
+        self._room = Event()
+        self._room.set()
+        self._held = False
+        self._costs = collections.deque()
+        self._buffered = 0
+        self._max_items = self.INCOMING_QUEUE_SIZE
+        self._max_bytes = self.INCOMING_BUFFER_SIZE
         self._end_failure = None
+        self._receivers = 0  # receive_chunk() calls waiting for a chunk
         MSRPSession.__init__(self, msrptransport, accept_types, on_incoming_cb=self._put_incoming,
                              automatic_reports=automatic_reports, assembler=assembler)
 
     def _put_incoming(self, chunk=None, error=None):
+        queue = self.incoming.queue
         if error is not None:
             self._end_failure = error
-            try:
-                self.incoming.put_nowait(_END)
-            except Full:
-                pass  # a consumer finds the end once the queue is drained
+            cost = 0
+        elif self._receivers > len(queue):
+            cost = 0  # a waiting receive_chunk() takes it next: it is the application's already
+        elif type(chunk) is MSRPData:
+            cost = chunk._verified_size or chunk.memory_estimate()  # (counted while its headers were checked)
         else:
-            self.incoming.put(chunk)
+            cost = _incoming_cost(chunk)
+        self._costs.append(cost)
+        self._buffered += cost
+        self.incoming.put_nowait(chunk if error is None else _END)  # never waits
+        if error is None and (len(queue) >= self._max_items or self._buffered >= self._max_bytes):
+            self._settle()
+            if len(queue) >= self._max_items or self._buffered >= self._max_bytes:
+                self._held = True
+                self._room.clear()
+
+    def _settle(self):
+        # Drop the costs of items taken straight from the queue (not through receive_chunk()).
+        costs = self._costs
+        for _ in range(len(costs) - len(self.incoming.queue)):
+            self._buffered -= costs.popleft()
+
+    def _taken(self):
+        # receive_chunk() took an item: drop its cost, and let the reader go on once under both limits.
+        if self._costs:
+            self._buffered -= self._costs.popleft()
+        if self._held and len(self.incoming.queue) < self._max_items and self._buffered < self._max_bytes:
+            self._held = False
+            self._room.set()
+
+    def _wait_for_room(self, room):
+        # As MSRPSession's, and also for an application that takes chunks straight from ``incoming``: that
+        # tells nobody, so check the queue again after a while (less often the longer it stays full).
+        self._reader_paused = True
+        self._reader_pauses += 1
+        try:
+            delay = 0.01
+            while not room.wait(delay):
+                self._settle()
+                if len(self.incoming.queue) < self._max_items and self._buffered < self._max_bytes:
+                    self._held = False
+                    room.set()
+                    break
+                delay = min(2 * delay, 1.0)
+        finally:
+            self._reader_paused = False
 
     def receive_chunk(self):
         """Return the next incoming chunk, waiting for it.
@@ -1043,6 +1188,11 @@ class GreenMSRPSession(MSRPSession):
         while True:
             if self._end_failure is not None and self.incoming.empty():
                 raise self._end_failure.value
-            item = self.incoming.get()
+            self._receivers += 1
+            try:
+                item = self.incoming.get()
+            finally:
+                self._receivers -= 1
+            self._taken()
             if item is not _END:
                 return item

@@ -141,6 +141,13 @@ Address.__doc__ = 'An endpoint address like Twisted\'s IPv4Address: type ("TCP")
 
 
 _HELD = object()  # MSRPTransport._flusher while a hub callback is to send the held writes
+_MSG_DONTWAIT = getattr(_stdlib_socket, 'MSG_DONTWAIT', 0)
+_TLS_WRITE_STEP = 65536  # MSRPTransport._sendall: bytes given to one TLS send (a progress step of the peer)
+
+
+class _WriteStalled(Exception):
+    # raised by MSRPTransport._wait_for_progress's timer into the waiting send: never leaves the transport
+    pass
 _FIRST_READ_SIZE = 65536  # MSRPTransport: bytes asked by a connection's first read, and the least later on
 _IOV_MAX = 512    # buffers given to one sendmsg() call (POSIX guarantees at least 16; Linux takes 1024)
 
@@ -332,6 +339,15 @@ class MSRPTransport:
         chunks :meth:`bind` keeps for :meth:`read_chunk` while it waits for
         the response to its binding SEND (default 64); one more closes the
         connection with :class:`ChunkParseError`.
+    ``write_progress_timeout``
+        seconds a write may wait for the socket to take at least one more
+        byte (default 30; None or 0: no limit).  A peer that keeps the
+        connection open but stops reading makes every write wait; once one
+        waits this long without progress the connection is declared lost
+        (:class:`ConnectionLost`, for that write, every other one and every
+        read), so no write, and no :meth:`loseConnection`, blocks for ever.
+        A slow peer that still reads is not affected: the limit is per wait
+        for progress, not per write.
     """
 
     read_size = 1048576
@@ -339,6 +355,7 @@ class MSRPTransport:
     max_pending_write_size = 1024 * 1024
     parser_limits = {}
     max_early_chunks = 64
+    write_progress_timeout = 30
 
     def __init__(self, local_uri, logger=None, use_sessmatch=False, sock=None):
         self.local_uri = local_uri
@@ -562,8 +579,15 @@ class MSRPTransport:
         while first < len(buffers):
             if self._closed is not None:
                 raise self._closed
+            part = buffers[first:first + _IOV_MAX]
             try:
-                sent = sendmsg(buffers[first:first + _IOV_MAX])
+                if _MSG_DONTWAIT:
+                    try:
+                        sent = sendmsg(part, (), _MSG_DONTWAIT)  # no timer while the socket takes it at once
+                    except BlockingIOError:
+                        sent = self._wait_for_progress(sendmsg, part)  # the socket is full: wait, bounded
+                else:
+                    sent = self._wait_for_progress(sendmsg, part)
             except OSError as e:
                 self._lose(ConnectionLost('Write failed: %s' % (e,)))
                 raise self._closed
@@ -626,12 +650,48 @@ class MSRPTransport:
             self._sendall(data[0] if len(data) == 1 else b''.join(data))
 
     def _sendall(self, data):
+        # Send all of ``data``; each wait for the socket to take more is bounded by write_progress_timeout.
         if self._closed is not None:
             raise self._closed
+        send = self._sock.send
+        sent = 0
         try:
-            self._sock.sendall(data)
+            if self._can_send_now:
+                try:
+                    sent = send(data, 0, 0.0)  # most writes fit at once: no timer for them
+                except BlockingIOError:
+                    pass
+                if sent >= len(data):
+                    return
+                step = len(data)
+            else:
+                step = _TLS_WRITE_STEP  # a TLS write sends all it is given or waits: progress in steps
+            view = memoryview(data)
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast('B')
+            while sent < len(view):
+                if self._closed is not None:
+                    raise self._closed
+                sent += self._wait_for_progress(send, view[sent:sent + step])
         except OSError as e:
             self._lose(ConnectionLost('Write failed: %s' % (e,)))
+            raise self._closed
+
+    def _wait_for_progress(self, send, data):
+        # ``send(data)`` on a socket that may be full: gevent's send/sendmsg wait once for room and then send
+        # what fits (possibly nothing).  Returns the bytes sent; a wait longer than write_progress_timeout
+        # declares the connection lost (the peer does not read) and raises ConnectionLost.
+        seconds = self.write_progress_timeout
+        if not seconds:
+            return send(data)
+        stalled = _WriteStalled()
+        try:
+            with gevent.Timeout(seconds, stalled):
+                return send(data)
+        except _WriteStalled as e:
+            if e is not stalled:
+                raise
+            self._lose(ConnectionLost('No write progress for %s seconds: the peer does not read' % (seconds,)))
             raise self._closed
 
     def write_chunk(self, chunk, wait=True):

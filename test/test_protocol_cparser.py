@@ -1022,3 +1022,29 @@ def test_random_streams_hypothesis():
 def test_limits_that_are_not_ints(limits):
     # left to the Python parser by the C path (which takes exact ints only)
     compare(b'MSRP abcd SEND\r\nTo-Path: msrp://a/b;tcp\r\n-------abcd$\r\n' + OK, limits=limits)
+
+
+# -- URIs per path header (URIHeaderType.max_uris): the limit holds whichever parser made the chunk
+
+def path_of(count):
+    return b' '.join(b'msrp://a/%d;tcp' % i for i in range(count))  # short: 895 of them fit in one line
+
+
+@pytest.mark.parametrize('count', [1, 32, 33, 895])
+def test_uris_per_path_header_limit_is_the_same_for_both_parsers(count):
+    data = send(headers=(TO_PATH, b'From-Path: ' + path_of(count), b'Message-ID: m1', b'Content-Type: text/plain'))
+    assert len(data) < 16384 + 200  # within the line-length limit: only max_uris refuses it
+    assert compare(data) is None  # the same chunks and the same decoded (or refused) headers
+    outcomes = []
+    for functions in (C_RUN, PURE_PYTHON):
+        previous = select(functions)
+        try:
+            [(_, chunk), _, _] = MSRPParser().feed(data)
+        finally:
+            select(previous)
+        try:
+            outcomes.append(len(chunk.from_path))
+        except HeaderParsingError as e:
+            assert e.header == 'From-Path' and 'max_uris=32' in str(e)
+            outcomes.append('refused')
+    assert outcomes[0] == outcomes[1] == (count if count <= 32 else 'refused')

@@ -434,3 +434,51 @@ def test_regression_typed_properties_agree_with_the_header_objects(lines):
         assert list(chunk.headers) == list(reference.headers)
         assert [(type(h), h.encoded) for h in chunk.headers.values()] == \
             [(type(h), h.encoded) for h in reference.headers.values()]
+
+
+# -- memory_estimate(): an upper bound of what a parsed chunk holds, decoded headers included
+
+def _parsed_chunks(head_lines, body, count=40):
+    parser = MSRPParser()
+    chunks = []
+    for i in range(count):
+        tid = 't%07d' % i
+        lines = ['MSRP %s SEND' % tid] + [line.replace('#', str(i)) for line in head_lines]
+        data = ('\r\n'.join(lines) + '\r\n').encode()
+        data += (b'\r\n' + body + b'\r\n' if body else b'') + b'-------' + tid.encode() + b'$\r\n'
+        chunks += [value for kind, value in parser.feed(data) if kind == 1]
+    return chunks
+
+
+@pytest.mark.parametrize('head_lines, body', [
+    (['To-Path: msrp://a/x;tcp', 'From-Path: msrp://b/#;tcp', 'Message-ID: m#', 'Content-Type: text/plain'], b'hi'),
+    (['To-Path: msrp://a/x;tcp', 'From-Path: ' + ' '.join('msrp://b/#%d;tcp' % k for k in range(32)),
+      'Message-ID: m#', 'Content-Type: text/plain'], b''),
+    (['To-Path: msrp://a/x;tcp', 'From-Path: msrp://b/#;tcp', 'Message-ID: m#', 'Content-Disposition: attachment' +
+      ''.join(';p%d=#' % k for k in range(300)), 'Content-Type: text/plain'], b'x' * 1000),
+    (['To-Path: msrp://a/x;tcp', 'From-Path: msrp://b/#;tcp', 'Message-ID: m#', 'X-Long: ' + 'z' * 5000,
+      'Success-Report: yes', 'Byte-Range: 1-*/100', 'Content-Type: text/plain'], b'y' * 100),
+], ids=['chat-line', '32-uri-path', 'many-parameters', 'long-unknown-header'])
+def test_memory_estimate_is_an_upper_bound_of_a_decoded_chunk(head_lines, body):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        chunks = _parsed_chunks(head_lines, body)
+        for chunk in chunks:
+            chunk.verify_headers()  # decodes every header, as a session's checks do
+            chunk.to_path, chunk.from_path, chunk.byte_range
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    estimate = sum(chunk.memory_estimate() for chunk in chunks)
+    assert held <= estimate <= 4 * held + 4096 * len(chunks)  # an upper bound, and not a wild one
+    # what verify_headers() counted on the way (a session uses it): an upper bound too
+    verified = sum(chunk._verified_size for chunk in chunks)
+    assert held <= verified <= 4 * held + 4096 * len(chunks)
+
+
+def test_memory_estimate_counts_the_body_and_made_chunks_too():
+    chunk = MSRPData('abcd1234', method='SEND', data=b'x' * 100000)
+    chunk.add_header(ToPathHeader(decoded=[URI.parse(TO)]))
+    assert chunk.memory_estimate() >= 100000 + 768

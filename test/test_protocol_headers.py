@@ -386,3 +386,15 @@ def test_custom_named_header_subclass():
     assert header.name == 'X-Count'
     assert header.decoded == 12
     assert XCountHeader(decoded=3).encoded == '3'
+
+
+# -- URIs per path header
+
+def test_a_path_of_more_than_max_uris_does_not_decode(monkeypatch):
+    text = ' '.join('msrp://a/%d;tcp' % i for i in range(33))
+    assert len(protocol.ToPathHeader(' '.join(text.split()[:32])).decoded) == 32
+    with pytest.raises(protocol.HeaderParsingError) as raised:
+        protocol.FromPathHeader(text).decoded
+    assert raised.value.header == 'From-Path' and '33 URIs' in str(raised.value)
+    monkeypatch.setattr(protocol.URIHeaderType, 'max_uris', 40)  # a documented class attribute
+    assert len(protocol.UsePathHeader(text).decoded) == 33
