@@ -804,12 +804,18 @@ _CHUNK_COST = 1024
 _HEADER_COST = 160
 _URI_COST = 768
 _PARAMETER_COST = 192
+_BYTES_OVERHEAD = 64   # a bytes object's header (33 bytes) and the allocator's rounding
 
 # header names whose values decode to many objects (lists of URIs, dicts of parameters), but the paths
 # (MSRPData.verify_headers counts those itself)
 _AMPLIFYING = frozenset(cls.name for cls in _HEADER_CLASSES.values()
                         if cls.type in (URIHeaderType, ParameterListHeaderType, DigestHeaderType,
                                         ContentDispositionHeaderType)) - {'To-Path', 'From-Path'}
+
+
+def _held_bytes(data):
+    # memory of a bytes object that may be None (e.g. MSRPData.chunk_header): its length and object header
+    return 0 if data is None else len(data) + _BYTES_OVERHEAD
 
 
 def _header_memory(header):
@@ -830,8 +836,8 @@ def _header_memory(header):
     return size
 
 
-# To-Path/From-Path texts known to decode (verify_headers skips decoding them again); bounded
-_VALID_PATH_TEXTS = set()
+# To-Path/From-Path texts known to decode -> their number of URIs (verify_headers skips decoding them again); bounded
+_VALID_PATH_TEXTS = {}
 
 
 # Random hex strings drawn from os.urandom in blocks (one system call per _POOL_BLOCK ids, not one per
@@ -1071,7 +1077,7 @@ class MSRPData:
             known = _HEADER_CLASSES_EXACT
             decode = self._value
             # what memory_estimate() would say once verified, counted on the way (see _verified_size)
-            size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(raw)
+            size = _CHUNK_COST + len(self.data) + _held_bytes(self.chunk_header) + 2 * _HEADER_COST * len(raw)
             for name, value in raw.items():
                 if type(value) is not str:
                     value.decoded  # a header object: an unusual header, or one already read
@@ -1081,12 +1087,15 @@ class MSRPData:
                 # (texts are kept for known names only; a header already made may have been changed since:
                 # only untouched texts use the cache)
                 if name == 'To-Path' or name == 'From-Path':
-                    if value in valid_paths:
-                        continue  # this text decoded before (decoding is a pure function of the text)
-                    size += _URI_COST * len(decode(name, known[name]))
-                    if len(valid_paths) >= 256:
-                        valid_paths.clear()
-                    valid_paths.add(value)
+                    uris = valid_paths.get(value)
+                    if uris is None:
+                        uris = len(decode(name, known[name]))
+                        if len(valid_paths) >= 256:
+                            valid_paths.clear()
+                        valid_paths[value] = uris
+                    # else: this text decoded before (decoding is a pure function of the text); its URIs are
+                    # counted all the same, as the session or the application may still make them
+                    size += _URI_COST * uris
                     continue
                 decode(name, known[name])  # makes the header object, decoded, as the typed properties do
                 if name in _AMPLIFYING:
@@ -1102,13 +1111,14 @@ class MSRPData:
     def memory_estimate(self):
         """An upper estimate of the memory this chunk holds, in bytes.
 
-        The body, the header texts and the objects made from them: a decoded
+        The body, the received header bytes (:attr:`chunk_header`), the
+        header texts and the objects made from them: a decoded
         list of URIs or dict of parameters costs far more than its text, and
         is counted as such.  Sessions count it against the bytes they buffer
         for the application (``GreenMSRPSession.INCOMING_BUFFER_SIZE``).
         """
         headers = self._headers if self._headers is not None else self._raw
-        size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(headers)
+        size = _CHUNK_COST + len(self.data) + _held_bytes(self.chunk_header) + 2 * _HEADER_COST * len(headers)
         for value in headers.values():
             size += len(value) if type(value) is str else _header_memory(value)
         return size

@@ -482,3 +482,15 @@ def test_memory_estimate_counts_the_body_and_made_chunks_too():
     chunk = MSRPData('abcd1234', method='SEND', data=b'x' * 100000)
     chunk.add_header(ToPathHeader(decoded=[URI.parse(TO)]))
     assert chunk.memory_estimate() >= 100000 + 768
+
+
+def test_memory_estimate_counts_the_received_header_bytes():
+    # A parsed chunk keeps its head as received (chunk_header): a long header block costs memory twice.
+    filler = ''.join('X-Filler-%d: %s\r\n' % (k, 'y' * 5000) for k in range(6))
+    wire = ('MSRP abcd1234 SEND\r\nTo-Path: %s\r\nFrom-Path: %s\r\nMessage-ID: m\r\n%s'
+            'Content-Type: text/plain\r\n\r\nhi\r\n-------abcd1234$\r\n' % (TO, TO, filler)).encode()
+    [chunk] = parse_all(wire)
+    assert len(chunk.chunk_header) > 30000
+    assert chunk.memory_estimate() >= 2 * 30000
+    chunk.verify_headers()
+    assert chunk._verified_size >= 2 * 30000
