@@ -25,7 +25,7 @@ from msrplib.session import GreenMSRPSession, MSRPSession
 from msrplib.transport import (
     MSRPTransport, ConnectionClosed, ConnectionDone, ConnectionLost, MSRPNoSuchSessionError)
 
-from loopback import raw_peer_transport
+from msrplib.testing.loopback import raw_peer_transport
 
 T = 10  # seconds any single blocking step may take
 MiB = 1024 * 1024
