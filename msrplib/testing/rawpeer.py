@@ -195,6 +195,8 @@ class RawPeer:
         self._reader = None
         self._server_context = None
         self._prepared = None
+        self._may_read = gevent.event.Event()
+        self._may_read.set()
 
     # -- connecting ---------------------------------------------------------
 
@@ -238,6 +240,8 @@ class RawPeer:
             self.tls = True
         sock = self._prepared if self._prepared is not None else self._bound_socket()
         self._prepared = None
+        self._may_read = gevent.event.Event()
+        self._may_read.set()
         with waiting_for('the raw peer connecting to %s:%d' % (host, port), timeout):
             sock.connect((host, port))
             if self.tls:
@@ -274,6 +278,7 @@ class RawPeer:
         buffer = bytearray()
         try:
             while True:
+                self._may_read.wait()
                 data = self.sock.recv(65536)
                 if not data:
                     break
@@ -301,12 +306,16 @@ class RawPeer:
 
     # -- writing ------------------------------------------------------------
 
-    def send_raw(self, data, split_at=(), delay=0):
+    def send_raw(self, data, split_at=(), delay=0, stop_at=None):
         """Write ``data`` as is; with ``split_at`` (byte offsets) in separate writes, ``delay`` seconds apart.
 
-        Raises OSError when the connection is gone.
+        ``stop_at`` writes only the first ``stop_at`` bytes (negative: all
+        but the last ``-stop_at``), a chunk whose end never comes.  Raises
+        OSError when the connection is gone.
         """
         data = bytes(data)
+        if stop_at is not None:
+            data = data[:stop_at]
         offsets = sorted(set(int(offset) for offset in split_at if 0 < offset < len(data)))
         pieces = [data[a:b] for a, b in zip([0] + offsets, offsets + [len(data)])]
         for index, piece in enumerate(pieces):
@@ -318,7 +327,7 @@ class RawPeer:
 
     def send(self, method='SEND', body=b'', headers=None, tid=None, message_id=None,
              content_type='text/plain', byte_range=None, to_path=None, from_path=None, flag='$',
-             extra_headers=(), split_at=(), delay=0):
+             extra_headers=(), split_at=(), delay=0, stop_at=None):
         """Write a request chunk built from the arguments; return its transaction id.
 
         Defaults make a whole, valid SEND to :attr:`remote_path` from
@@ -327,7 +336,8 @@ class RawPeer:
         those three entirely; ``extra_headers`` is added after them.
         ``to_path``/``from_path`` False leave the header out; bytes or text
         are written as is (so malformed paths are possible).  ``body`` None
-        writes no body section (b'' an empty one); ``split_at``/``delay`` as for :meth:`send_raw`.
+        writes no body section (b'' an empty one); ``split_at``, ``delay``
+        and ``stop_at`` as for :meth:`send_raw`.
         """
         tid = tid or secrets.token_hex(6)
         if headers is None:
@@ -341,14 +351,17 @@ class RawPeer:
         data = build_chunk(tid, method, self.remote_path if to_path is None else to_path,
                            self.uri if from_path is None else from_path, list(headers) + list(extra_headers),
                            body, flag)
-        self.send_raw(data, split_at, delay)
+        self.send_raw(data, split_at, delay, stop_at)
         return tid
 
     def respond(self, request, code=200, comment=None, headers=(), split_at=(), delay=0):
-        """Answer ``request`` (a :class:`Frame`) with ``code``: To-Path is its From-Path's first URI."""
+        """Answer ``request`` (a :class:`Frame`) with ``code``: To-Path is its From-Path's first URI.
+
+        ``comment`` (text, or bytes written as they are) defaults to OK / Error."""
         to_path = (request.header('From-Path') or '').split()[:1]
         comment = comment if comment is not None else ('OK' if code == 200 else 'Error')
-        lines = [b'MSRP %s %03d %s' % (request.tid.encode(), code, comment.encode()),
+        comment = comment if isinstance(comment, bytes) else comment.encode()
+        lines = [b'MSRP %s %03d %s' % (request.tid.encode(), code, comment),
                  b'To-Path: ' + (to_path[0].encode() if to_path else b''),
                  b'From-Path: ' + self.uri.encode()] + [_line(item) for item in headers]
         self.send_raw(b'\r\n'.join(lines) + b'\r\n-------' + request.tid.encode() + b'$\r\n', split_at, delay)
@@ -435,6 +448,15 @@ class RawPeer:
         timeout = self.timeout if timeout is None else timeout
         with waiting_for('the other side to close the connection to the raw peer', timeout):
             self.closed.wait()
+
+    def pause_reading(self):
+        """Stop reading from the socket (at most one more read completes): a peer that stops reading,
+        so that the other side's writes back up."""
+        self._may_read.clear()
+
+    def resume_reading(self):
+        """Read again after :meth:`pause_reading`."""
+        self._may_read.set()
 
     # -- ending -------------------------------------------------------------
 
