@@ -283,3 +283,49 @@ def test_the_example_application_suite_passes():
         result = run_pytest_in(directory, '--rootdir', os.path.dirname(example), example)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r'\b[4-9] passed', result.stdout), result.stdout
+
+
+WHEEL_CHECK = '''
+import os, sys
+import msrplib.testing
+from msrplib.testing import KamailioRelay, kamailio_available
+from msrplib.testing import kamailio as module
+assert msrplib.testing.__file__.startswith(sys.argv[1]), msrplib.testing.__file__
+assert module.TEMPLATE.startswith(sys.argv[1]) and os.path.isfile(module.TEMPLATE), module.TEMPLATE
+import msrplib.testing.pytest_plugin
+relay = KamailioRelay()
+try:
+    assert open(relay.config_path).read().count(str(relay.port)) >= 1
+    if kamailio_available():
+        relay.start()
+        assert relay.running
+        print('kamailio started from the wheel')
+finally:
+    relay.close()
+print('ok')
+'''
+
+
+def test_the_kamailio_relay_works_from_an_installed_wheel(tmp_path):
+    # build the wheel as a user would (pip wheel), install it into a directory of its own and use it from
+    # there with the cwd elsewhere: the routing script must come from the wheel, not the source tree
+    wheels, target, elsewhere = tmp_path / 'wheels', tmp_path / 'site', tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', ROOT, '-w', str(wheels)],
+                   check=True, timeout=240, capture_output=True, cwd=str(elsewhere))
+    [wheel] = list(wheels.glob('msrplib-*.whl'))
+    import zipfile
+    with zipfile.ZipFile(str(wheel)) as archive:
+        names = archive.namelist()
+        assert 'msrplib/testing/kamailio.cfg.in' in names
+        [entry_points] = [name for name in names if name.endswith('.dist-info/entry_points.txt')]
+        assert 'msrplib = msrplib.testing.pytest_plugin' in archive.read(entry_points).decode()
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(target), str(wheel)],
+                   check=True, timeout=120, capture_output=True, cwd=str(elsewhere))
+    env = dict(os.environ, PYTHONPATH=str(target))
+    result = subprocess.run([sys.executable, '-c', WHEEL_CHECK, str(target)], cwd=str(elsewhere), env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.endswith('ok\n')
+    if os.environ.get('CI') == 'true':
+        assert 'kamailio started from the wheel' in result.stdout
