@@ -455,13 +455,11 @@ def test_silent_peer_at_the_acceptor_hits_the_bind_timeout_and_is_closed(short_t
     acceptor = AcceptorDirect()
     uri = URI(host='127.0.0.1', port=0, use_tls=False)
     acceptor.prepare(uri)
-    raw = gevent.socket.create_connection(('127.0.0.1', uri.port))
-    try:
+    with RawPeer(timeout=T) as peer:
+        peer.connect([uri])          # connects, then says nothing
         with pytest.raises(MSRPBindSessionTimeout), gevent.Timeout(T):
             acceptor.complete([URI(host='127.0.0.1', port=1, use_tls=False)])
-        assert eof_within(raw)
-    finally:
-        raw.close()
+        peer.wait_closed()
 
 
 @pytest.mark.parametrize('use_tls', [False, True], ids=['tcp', 'tls'])
