@@ -329,3 +329,31 @@ def test_the_kamailio_relay_works_from_an_installed_wheel(tmp_path):
     assert result.stdout.endswith('ok\n')
     if os.environ.get('CI') == 'true':
         assert 'kamailio started from the wheel' in result.stdout
+
+
+def test_raw_peer_report_reaches_the_sender_and_expect_can_skip():
+    with RawPeer() as peer:
+        session = _bound_acceptor_and_peer(peer)
+        try:
+            chunk = session.make_message('tell me', 'text/plain')
+            chunk.add_header(SuccessReportHeader('yes'))
+            session.send_chunk(chunk)
+            request = peer.expect(method='SEND', headers={'Success-Report': 'yes'}, respond=200)
+            peer.report(request, '000 200 OK')
+            with gevent.Timeout(T):
+                report = session.receive_chunk()
+            assert (report.method, report.message_id, report.status.code) == ('REPORT', chunk.message_id, 200)
+            for text in ('one', 'two', 'three'):
+                session.send_chunk(session.make_message(text, 'text/plain'))
+            last = peer.expect(method='SEND', body=b'three', skip=True)     # 'one' and 'two' are dropped
+            assert last.mismatches(headers={'Success-Report': 'yes'}) == [
+                "header Success-Report: None does not match 'yes'"]
+        finally:
+            session.msrp.loseConnection(wait=False)
+
+
+def test_tshark_capture_says_when_tshark_is_missing(tmp_path, monkeypatch):
+    from msrplib.testing import TsharkCapture
+    monkeypatch.setenv('PATH', str(tmp_path))
+    with pytest.raises(RuntimeError, match='tshark is not installed'):
+        TsharkCapture(str(tmp_path / 'x.pcap'), [2855]).start()
