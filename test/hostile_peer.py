@@ -2,8 +2,8 @@
 
 The attacker (``msrplib.testing.RawSender``, on a ``RawPeer``) writes
 byte-exact chunks (any Byte-Range, any body) and reads the responses; the
-victim runs in a subprocess (``msrp listen`` or a small script) so that its memory and CPU can be measured with psutil apart from
-the test's own.
+victim runs in a subprocess (``msrp listen`` or a small script) so that
+its memory and CPU can be measured with psutil apart from the test's own.
 """
 
 import os

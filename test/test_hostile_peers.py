@@ -336,8 +336,7 @@ def test_response_comment_that_is_not_utf8_reaches_the_response_cb(session_pair)
 def test_response_to_a_transaction_never_sent_is_ignored(session_pair):
     pair = session_pair
     for code in (200, 408, 481, 999):
-        pair.peer.send_raw(b'MSRP nosuch%03d %03d Whatever\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------nosuch%03d$\r\n' % (
-            code, code, pair.peer.remote_path.encode(), pair.peer.uri.encode(), code))
+        pair.peer.respond('nosuch%03d' % code, code, 'Whatever')
     pair.still_works()
     assert pair.session.incoming.empty()
 

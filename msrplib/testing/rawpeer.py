@@ -357,14 +357,20 @@ class RawPeer:
     def respond(self, request, code=200, comment=None, headers=(), split_at=(), delay=0):
         """Answer ``request`` (a :class:`Frame`) with ``code``: To-Path is its From-Path's first URI.
 
+        ``request`` may also be a bare transaction id (a response to a request
+        never received; To-Path is then the first URI of :attr:`remote_path`).
+
         ``comment`` (text, or bytes written as they are) defaults to OK / Error."""
-        to_path = (request.header('From-Path') or '').split()[:1]
+        if isinstance(request, str):
+            tid, to_path = request, (self.remote_path or '').split()[:1]
+        else:
+            tid, to_path = request.tid, (request.header('From-Path') or '').split()[:1]
         comment = comment if comment is not None else ('OK' if code == 200 else 'Error')
         comment = comment if isinstance(comment, bytes) else comment.encode()
-        lines = [b'MSRP %s %03d %s' % (request.tid.encode(), code, comment),
+        lines = [b'MSRP %s %03d %s' % (tid.encode(), code, comment),
                  b'To-Path: ' + (to_path[0].encode() if to_path else b''),
                  b'From-Path: ' + self.uri.encode()] + [_line(item) for item in headers]
-        self.send_raw(b'\r\n'.join(lines) + b'\r\n-------' + request.tid.encode() + b'$\r\n', split_at, delay)
+        self.send_raw(b'\r\n'.join(lines) + b'\r\n-------' + tid.encode() + b'$\r\n', split_at, delay)
 
     def report(self, request, status='000 200 OK', tid=None):
         """Send a REPORT for SEND ``request`` (a :class:`Frame`) with ``status``; return its transaction id."""
