@@ -17,6 +17,7 @@ from msrplib.session import GreenMSRPSession, MSRPSession
 from msrplib.testing import RawPeer, WaitTimeout, WireCapture, session_pair
 from msrplib.testing import kamailio as kamailio_module
 from msrplib.testing.pytest_plugin import require_kamailio
+from msrplib.transport import ConnectionLost
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -162,9 +163,8 @@ def test_raw_peer_reset_is_a_connection_lost_at_the_application():
         peer.send_raw(b'MSRP abcd SEND\r\nTo-Path: ')     # the middle of a chunk
         gevent.sleep(0.05)
         peer.reset()
-        with gevent.Timeout(T), pytest.raises(Exception) as error:
+        with gevent.Timeout(T), pytest.raises(ConnectionLost):
             session.receive_chunk()
-        assert type(error.value).__name__ == 'ConnectionLost'
 
 
 def test_raw_peer_wait_closed_sees_the_application_hang_up():
@@ -357,3 +357,13 @@ def test_tshark_capture_says_when_tshark_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv('PATH', str(tmp_path))
     with pytest.raises(RuntimeError, match='tshark is not installed'):
         TsharkCapture(str(tmp_path / 'x.pcap'), [2855]).start()
+
+
+def test_raw_peer_reset_over_tls_is_a_connection_lost_too():
+    with RawPeer(tls=True) as peer:
+        session = _bound_acceptor_and_peer(peer)
+        peer.send(body=b'half', stop_at=-10)
+        gevent.sleep(0.05)
+        peer.reset()
+        with gevent.Timeout(T), pytest.raises(ConnectionLost):
+            session.receive_chunk()

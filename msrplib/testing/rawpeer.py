@@ -469,11 +469,9 @@ class RawPeer:
     def reset(self):
         """Close the connection with a TCP RST instead of a FIN."""
         if self.sock is not None:
-            raw = getattr(self.sock, '_sock', None) if self.tls else None
-            target = raw if raw is not None else self.sock
             try:
-                target.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack('ii', 1, 0))
-            except OSError:
+                self.sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack('ii', 1, 0))
+            except OSError:     # already closed
                 pass
         self.close()
 
