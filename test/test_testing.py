@@ -12,7 +12,7 @@ import pytest
 
 import msrplib.testing
 from msrplib.connect import AcceptorDirect, ConnectorDirect
-from msrplib.protocol import URI, SuccessReportHeader
+from msrplib.protocol import URI, LimitExceeded, SuccessReportHeader
 from msrplib.session import GreenMSRPSession, MSRPSession
 from msrplib.testing import RawPeer, WaitTimeout, WireCapture, session_pair
 from msrplib.testing import kamailio as kamailio_module
@@ -367,3 +367,23 @@ def test_raw_peer_reset_over_tls_is_a_connection_lost_too():
         peer.reset()
         with gevent.Timeout(T), pytest.raises(ConnectionLost):
             session.receive_chunk()
+
+
+def test_raw_peer_reproduces_an_endless_header_line_in_a_few_lines():
+    # the attack of test_hostile_peers' endless-line tests, against a whole session this time
+    with RawPeer() as peer:
+        session = _bound_acceptor_and_peer(peer)
+        peer.send_raw(b'MSRP abcd1234 SEND\r\nTo-Path: msrp://')
+
+        def flood():
+            try:
+                while True:
+                    peer.send_raw(b'x' * 65536)
+            except OSError:
+                pass
+        job = gevent.spawn(flood)
+        peer.wait_closed()                              # the application hung up on it
+        job.get(timeout=T)
+        with gevent.Timeout(T), pytest.raises(LimitExceeded) as info:
+            session.receive_chunk()
+        assert info.value.limit in ('max_line_length', 'max_header_block')
