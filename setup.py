@@ -15,6 +15,8 @@ setup(
     long_description_content_type='text/markdown',
     license='MIT',
     packages=find_packages(include=['msrplib', 'msrplib.*']),
+    # the Kamailio routing script that msrplib.testing.KamailioRelay renders
+    package_data={'msrplib.testing': ['kamailio.cfg.in']},
     # the parser's C fast path; optional: without a compiler msrplib installs and runs as pure Python
     ext_modules=[Extension('msrplib._cparser', ['msrplib/_cparser.c'], optional=True)],
     python_requires='>=3.9',
@@ -26,10 +28,13 @@ setup(
         'tqdm>=4.0',
     ],
     extras_require={
+        'testing': ['pytest>=7', 'trustme>=1.0'],
         'test': ['pytest>=7', 'pytest-timeout>=2', 'hypothesis>=6', 'trustme>=1.0', 'twisted', 'psutil>=5.8'],
     },
     entry_points={
         'console_scripts': ['msrp = msrplib.cli:main'],
+        # the fixtures msrp_session_pair, msrp_raw_peer, msrp_relay, msrp_wire for every pytest suite
+        'pytest11': ['msrplib = msrplib.testing.pytest_plugin'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -1,115 +1,25 @@
-"""Tools for the attack tests: a hand-driven MSRP sender on a raw socket, victim processes, RSS sampling.
+"""Tools for the attack tests: victim processes, RSS sampling.
 
-The attacker writes byte-exact chunks (any Byte-Range, any body) and reads
-the responses; the victim runs in a subprocess (``msrp listen`` or a small
-script) so that its memory and CPU can be measured with psutil apart from
-the test's own.
+The attacker (``msrplib.testing.RawSender``, on a ``RawPeer``) writes
+byte-exact chunks (any Byte-Range, any body) and reads the responses; the
+victim runs in a subprocess (``msrp listen`` or a small script) so that
+its memory and CPU can be measured with psutil apart from the test's own.
 """
 
 import os
 import queue
-import re
-import secrets
 import subprocess
 import sys
 import threading
 import time
 
 import gevent
-import gevent.event
-import gevent.socket
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 STEP = 15   # seconds: the most one step of an attack test may take
 MiB = 1024 * 1024
-
-_RESPONSE = re.compile(rb'MSRP (\S+) (\d{3})[^\r\n]*\r\n(?:[^\r\n]*\r\n)*?-------\1[$#+]\r\n')
-
-
-class RawSender:
-    """An MSRP peer speaking hand-made bytes: ``bind()``, then ``send(...)`` chunks and ``wait(tid)`` for codes.
-
-    ``path`` is the victim's full path (a string of URIs); this peer's own
-    URI gets a fresh session-id.  Responses are read by a greenlet into
-    ``codes`` (transaction-id -> status code); requests from the victim
-    (REPORTs) are skipped.
-    """
-
-    def __init__(self, path, session_id=None):
-        self.path = path
-        first = path.split()[0]
-        host, port = re.match(r'msrps?://([^/]+):(\d+)/', first).groups()
-        self.sock = gevent.socket.create_connection((host, int(port)), timeout=STEP)
-        self.sock.settimeout(None)
-        local_port = self.sock.getsockname()[1]
-        self.from_path = 'msrp://127.0.0.1:%d/%s;tcp' % (local_port, session_id or secrets.token_hex(8))
-        self.codes = {}
-        self.closed = gevent.event.Event()
-        self._changed = gevent.event.Event()
-        self._reader = gevent.spawn(self._read)
-
-    def _read(self):
-        pending = b''
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                pending += data
-                while True:
-                    match = _RESPONSE.search(pending)
-                    if match is None:
-                        break
-                    self.codes[match.group(1).decode()] = int(match.group(2))
-                    pending = pending[match.end():]
-                    self._changed.set()
-                if len(pending) > MiB:
-                    pending = pending[-65536:]
-        except OSError:
-            pass
-        finally:
-            self.closed.set()
-            self._changed.set()
-
-    def send(self, message_id, body=b'', start=1, end=None, total=None, flag='$', content_type='text/plain',
-             headers=()):
-        """Write one SEND chunk; ``end``/``total`` default to what the body implies (``'*'`` allowed)."""
-        tid = secrets.token_hex(6)
-        if end is None:
-            end = start + len(body) - 1
-        if total is None:
-            total = end
-        lines = ['MSRP %s SEND' % tid, 'To-Path: %s' % self.path, 'From-Path: %s' % self.from_path,
-                 'Message-ID: %s' % message_id, 'Byte-Range: %s-%s/%s' % (start, end, total)]
-        lines += ['%s: %s' % header for header in headers]
-        if body or content_type:
-            lines.append('Content-Type: %s' % content_type)
-            frame = ('\r\n'.join(lines) + '\r\n\r\n').encode() + body + ('\r\n-------%s%s\r\n' % (tid, flag)).encode()
-        else:
-            frame = ('\r\n'.join(lines) + '\r\n-------%s%s\r\n' % (tid, flag)).encode()
-        self.sock.sendall(frame)
-        return tid
-
-    def bind(self):
-        """Send the empty binding SEND; return its response code."""
-        return self.wait(self.send(secrets.token_hex(4), content_type=None, start=1, end=0, total=0))
-
-    def wait(self, tid, timeout=STEP):
-        """The response code of transaction ``tid`` (None if the connection closed first)."""
-        deadline = time.monotonic() + timeout
-        while tid not in self.codes:
-            if self.closed.is_set():
-                return None
-            self._changed.clear()
-            if not self._changed.wait(max(0.0, deadline - time.monotonic())):
-                raise AssertionError('no response to %s within %s s' % (tid, timeout))
-        return self.codes[tid]
-
-    def close(self):
-        self._reader.kill()
-        self.sock.close()
 
 
 def _env():

@@ -17,7 +17,7 @@ from msrplib.protocol import (
 from msrplib.trafficlog import Logger
 from msrplib.transport import ConnectionLost
 
-from loopback import raw_peer_transport
+from msrplib.testing.loopback import raw_peer_transport
 
 pytestmark = pytest.mark.usefixtures('parser_implementation')
 

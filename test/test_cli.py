@@ -1,7 +1,7 @@
 """The ``msrp`` command (msrplib/cli.py), run as subprocesses: ``python -m msrplib listen|send|sendfile|chat``.
 
 Every process runs under a timeout and is killed in a ``finally``.  The
-Kamailio tests start ``test/relay/kamailio_relay.py``'s relay; they are
+Kamailio tests start ``msrplib.testing.KamailioRelay``; they are
 skipped when Kamailio is not installed, except under ``CI=true``.
 """
 
@@ -19,9 +19,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(HERE, 'relay'))
 
-from kamailio_relay import KamailioRelay, kamailio_available  # noqa: E402
 
 from msrplib import cli  # noqa: E402
 from msrplib.connect import ConnectorDirect  # noqa: E402
@@ -401,19 +399,10 @@ def test_chat_interrupted_exits_130(procs):
 # through a real relay (Kamailio)
 
 
-def _require_kamailio():
-    if kamailio_available():
-        return
-    if os.environ.get('CI') == 'true':
-        pytest.fail('Kamailio with the msrp module is required when CI=true (run test/relay/install.sh)')
-    pytest.skip('Kamailio with the msrp module is not installed (run test/relay/install.sh)')
-
-
-@pytest.fixture(scope='module')
-def relay():
-    _require_kamailio()
-    with KamailioRelay() as running:
-        yield running
+@pytest.fixture
+def relay(msrp_relay):
+    """The session's Kamailio relay (msrplib's pytest plugin)."""
+    return msrp_relay
 
 
 def _relay_args(relay, password=None, tls=True):

@@ -29,7 +29,7 @@ and these apply to the whole page, wherever they stand:
     :class:`~msrplib.transport.MSRPTransport` s over 127.0.0.1 (for setups
     that need a ``transport`` or a ``session`` with a peer).
 ``<!-- doc-test: fixture kamailio -->``
-    The page needs the Kamailio relay (test/relay): skipped when Kamailio is
+    The page needs the Kamailio relay (msrplib.testing.KamailioRelay): skipped when Kamailio is
     not installed (failed under ``CI=true``).
 """
 
@@ -240,11 +240,7 @@ def pages():
 
 
 def _kamailio_available():
-    sys.path.insert(0, os.path.join(HERE, 'relay'))
-    try:
-        from kamailio_relay import kamailio_available
-    finally:
-        sys.path.remove(os.path.join(HERE, 'relay'))
+    from msrplib.testing.kamailio import kamailio_available
     return kamailio_available()
 
 

@@ -15,7 +15,8 @@ import gevent.event
 import gevent.socket
 import pytest
 
-from hostile_peer import MiB, STEP, PeakRSS, RawSender, Victim, partial_files, _env
+from hostile_peer import MiB, STEP, PeakRSS, Victim, partial_files, _env
+from msrplib.testing import RawSender
 
 ATTACHMENT = (('Content-Disposition', 'attachment; filename="x.bin"'),)
 

@@ -20,7 +20,7 @@ from msrplib.protocol import CHUNK_START, MSRPParser, SuccessReportHeader
 from msrplib.session import GreenMSRPSession
 from msrplib.transport import ConnectionClosed, MSRPTransactionError
 
-from loopback import raw_peer_transport
+from msrplib.testing.loopback import raw_peer_transport
 
 T = 3  # seconds one case may take
 CASES = 150

@@ -25,7 +25,8 @@ from msrplib.session import GreenMSRPSession, MSRPSession
 from msrplib.transport import (
     MSRPTransport, ConnectionClosed, ConnectionDone, ConnectionLost, MSRPNoSuchSessionError)
 
-from loopback import raw_peer_transport
+from msrplib.testing import RawPeer
+from msrplib.testing.loopback import raw_peer_transport
 
 T = 10  # seconds any single blocking step may take
 MiB = 1024 * 1024
@@ -105,25 +106,21 @@ def reset(sock):
 
 
 class SessionPair:
-    """A GreenMSRPSession (``session``, on ``passive``) and a raw transport (``peer``) driven by hand."""
+    """A GreenMSRPSession (``session``, on ``passive``) bound to a :class:`~msrplib.testing.RawPeer` (``peer``)."""
 
     def __init__(self, session_class=GreenMSRPSession, **kwargs):
         acceptor = AcceptorDirect()
         passive_path = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=False))
-        connector = ConnectorDirect()
-        active_path = connector.prepare(URI(host='127.0.0.1', use_tls=False))
-        with gevent.Timeout(T):
-            accepting = gevent.spawn(acceptor.complete, active_path)
-            try:
-                self.peer = connector.complete(passive_path)
-            finally:
-                connector.cleanup()
-            self.passive = accepting.get()
+        self.peer = RawPeer(timeout=T)
+        accepting = gevent.spawn(acceptor.complete, [URI.parse(self.peer.prepare())])
+        self.peer.connect(passive_path)
+        assert self.peer.bind().code == 200
+        self.passive = accepting.get(timeout=T)
         self.session = session_class(self.passive, **kwargs)
 
     def close(self):
         self.session.reader_job.kill(block=False)
-        self.peer.loseConnection()
+        self.peer.close()
         self.passive.loseConnection()
         gevent.joinall([self.session.reader_job], timeout=T)
 
@@ -132,25 +129,14 @@ class SessionPair:
         if headers is None:
             headers = ['Message-ID: m-%s' % tid, 'Byte-Range: 1-%d/%d' % (len(body), len(body)),
                        'Content-Type: text/plain']
-        to_path = str(self.peer.remote_uri) if to_path is None else to_path
-        from_path = str(self.peer.local_uri) if from_path is None else from_path
-        lines = [b'MSRP %s %s' % (tid.encode(), method.encode())]
-        for name, value in (('To-Path', to_path), ('From-Path', from_path)):
-            if value is not False:
-                lines.append(b'%s: %s' % (name.encode(), value if isinstance(value, bytes) else value.encode()))
-        lines += [line if isinstance(line, bytes) else line.encode() for line in headers]
-        data = b'\r\n'.join(lines) + b'\r\n'
-        if body:
-            data += b'\r\n' + body + b'\r\n'
-        self.peer.write(data + b'-------' + tid.encode() + b'$\r\n')
+        self.peer.send(method, body=body or None, headers=headers, tid=tid, to_path=to_path, from_path=from_path)
 
     def response(self):
         """The next response the raw peer reads (requests in between are skipped)."""
-        with gevent.Timeout(T):
-            while True:
-                chunk = self.peer.read_chunk()
-                if chunk is not None and chunk.method is None:
-                    return chunk
+        while True:
+            frame = self.peer.next_frame()
+            if frame.code is not None:
+                return frame
 
     def still_works(self, tid='check001'):
         """The session answers and delivers a good SEND (so it survived what came before)."""
@@ -277,10 +263,9 @@ def test_reset_in_the_middle_of_a_chunk_gives_a_session_connection_lost_and_loca
     pair = session_pair
     responses = []
     pair.session.send_chunk(pair.session.make_message(b'unanswered', 'text/plain'), responses.append)
-    pair.peer.write(b'MSRP abcd1234 SEND\r\nTo-Path: %s\r\nFrom-Path: %s\r\n\r\nhalf a bo' % (
-        str(pair.peer.remote_uri).encode(), str(pair.peer.local_uri).encode()))
+    pair.peer.send(body=b'half a body', stop_at=-20)       # the end never comes
     gevent.sleep(0.05)
-    reset(pair.peer._sock)
+    pair.peer.reset()
     with pytest.raises(ConnectionLost), gevent.Timeout(T):
         pair.session.receive_chunk()
     assert [response.code for response in responses] == [408]
@@ -336,11 +321,8 @@ def test_response_comment_that_is_not_utf8_reaches_the_response_cb(session_pair)
     responses = []
     chunk = pair.session.make_message(b'hi', 'text/plain')
     pair.session.send_chunk(chunk, responses.append)
-    with gevent.Timeout(T):
-        request = pair.peer.read_chunk()
-    pair.peer.write(b'MSRP %s 200 \xff\xfeOK\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n' % (
-        request.transaction_id.encode(), str(pair.peer.remote_uri).encode(), str(pair.peer.local_uri).encode(),
-        request.transaction_id.encode()))
+    request = pair.peer.expect(method='SEND')
+    pair.peer.respond(request, 200, b'\xff\xfeOK')
     with gevent.Timeout(T):
         while not responses:
             gevent.sleep(0.01)
@@ -354,8 +336,7 @@ def test_response_comment_that_is_not_utf8_reaches_the_response_cb(session_pair)
 def test_response_to_a_transaction_never_sent_is_ignored(session_pair):
     pair = session_pair
     for code in (200, 408, 481, 999):
-        pair.peer.write(b'MSRP nosuch%03d %03d Whatever\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------nosuch%03d$\r\n' % (
-            code, code, str(pair.peer.remote_uri).encode(), str(pair.peer.local_uri).encode(), code))
+        pair.peer.respond('nosuch%03d' % code, code, 'Whatever')
     pair.still_works()
     assert pair.session.incoming.empty()
 
@@ -374,10 +355,9 @@ def test_response_repeated_by_the_peer_reaches_the_response_cb_once(session_pair
     pair = session_pair
     responses = []
     pair.session.send_chunk(pair.session.make_message(b'hi', 'text/plain'), responses.append)
-    with gevent.Timeout(T):
-        request = pair.peer.read_chunk()
+    request = pair.peer.expect(method='SEND')
     for _ in range(3):
-        pair.peer.write_response(request, 200, 'OK')
+        pair.peer.respond(request, 200)
     pair.still_works()
     assert [response.code for response in responses] == [200]
 
@@ -474,13 +454,11 @@ def test_silent_peer_at_the_acceptor_hits_the_bind_timeout_and_is_closed(short_t
     acceptor = AcceptorDirect()
     uri = URI(host='127.0.0.1', port=0, use_tls=False)
     acceptor.prepare(uri)
-    raw = gevent.socket.create_connection(('127.0.0.1', uri.port))
-    try:
+    with RawPeer(timeout=T) as peer:
+        peer.connect([uri])          # connects, then says nothing
         with pytest.raises(MSRPBindSessionTimeout), gevent.Timeout(T):
             acceptor.complete([URI(host='127.0.0.1', port=1, use_tls=False)])
-        assert eof_within(raw)
-    finally:
-        raw.close()
+        peer.wait_closed()
 
 
 @pytest.mark.parametrize('use_tls', [False, True], ids=['tcp', 'tls'])
@@ -519,6 +497,7 @@ class SmallQueueSession(GreenMSRPSession):
 
 def test_peer_that_stops_reading_blocks_send_chunk_and_bounds_memory():
     pair = SessionPair(SmallQueueSession)
+    pair.peer.pause_reading()
     try:
         transport = pair.passive
         transport.max_pending_write_size = 256 * 1024
@@ -554,6 +533,7 @@ def test_peer_that_stops_reading_blocks_send_chunk_and_bounds_memory():
 
 def test_peer_that_sends_but_never_reads_responses_is_slowed_down_not_buffered():
     pair = SessionPair()
+    pair.peer.pause_reading()
     try:
         transport = pair.passive
         transport.max_pending_write_size = 64 * 1024
@@ -565,11 +545,11 @@ def test_peer_that_sends_but_never_reads_responses_is_slowed_down_not_buffered()
             chunk = b''.join(
                 b'MSRP f%07d SEND\r\nTo-Path: %s\r\nFrom-Path: %s\r\nMessage-ID: m\r\nByte-Range: 1-1/1\r\n'
                 b'Content-Type: text/plain\r\n\r\nx\r\n-------f%07d$\r\n' % (
-                    i, str(pair.peer.remote_uri).encode(), str(pair.peer.local_uri).encode(), i)
+                    i, pair.peer.remote_path.encode(), pair.peer.uri.encode(), i)
                 for i in range(100))
             try:
                 while not stop:
-                    pair.peer._sock.sendall(chunk)
+                    pair.peer.send_raw(chunk)
                     sent[0] += 100
             except OSError:
                 pass

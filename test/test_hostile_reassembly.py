@@ -7,7 +7,8 @@ Figures (printed with ``-s``) are recorded in doc/limits.md.
 import gevent
 import pytest
 
-from hostile_peer import MiB, PeakRSS, RawSender, Victim
+from hostile_peer import MiB, PeakRSS, Victim
+from msrplib.testing import RawSender
 
 VICTIM = r'''
 import sys

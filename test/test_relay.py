@@ -1,6 +1,6 @@
 """msrplib's relay support (RFC 4976) against a real Kamailio MSRP relay, plus unit tests without one.
 
-The Kamailio tests start ``test/relay/kamailio_relay.py``'s ``KamailioRelay``
+The Kamailio tests start ``msrplib.testing``'s ``KamailioRelay``
 on free loopback ports (see test/relay/NOTES.md for what Kamailio does on
 the wire).  They are skipped when Kamailio is not installed
 (``sh test/relay/install.sh``) -- except under ``CI=true``, where they fail.
@@ -12,7 +12,6 @@ import hashlib
 import os
 import socket
 import ssl
-import sys
 import time
 
 import gevent
@@ -21,9 +20,9 @@ import pytest
 import trustme
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, 'relay'))
 
-from kamailio_relay import KamailioRelay, kamailio_available  # noqa: E402
+from msrplib.testing import KamailioRelay  # noqa: E402
+from msrplib.testing.pytest_plugin import require_kamailio as _require_kamailio  # noqa: E402
 
 import msrplib.connect  # noqa: E402
 import msrplib.trafficlog  # noqa: E402
@@ -49,35 +48,15 @@ TRANSPORTS = [pytest.param(False, id='tcp'), pytest.param(True, id='tls')]
 # Fixtures and helpers
 
 
-def _require_kamailio():
-    if kamailio_available():
-        return
-    if os.environ.get('CI') == 'true':
-        pytest.fail('Kamailio with the msrp module is required when CI=true (run test/relay/install.sh)')
-    pytest.skip('Kamailio with the msrp module is not installed (run test/relay/install.sh)')
-
-
-def test_missing_kamailio_skips_but_fails_under_ci(monkeypatch):
-    monkeypatch.setitem(globals(), 'kamailio_available', lambda: False)
-    monkeypatch.setenv('CI', 'true')
-    with pytest.raises(pytest.fail.Exception):
-        _require_kamailio()
-    monkeypatch.delenv('CI')
-    with pytest.raises(pytest.skip.Exception):
-        _require_kamailio()
-
-
 def _start_relay(**kwargs):
     _require_kamailio()
     return KamailioRelay(**kwargs).__enter__()
 
 
-@pytest.fixture(scope='module')
-def relay():
-    """One relay shared by the tests that only make reservations and sessions."""
-    r = _start_relay()
-    yield r
-    r.close()
+@pytest.fixture
+def relay(msrp_relay):
+    """One relay shared by the tests that only make reservations and sessions (msrplib's pytest plugin)."""
+    return msrp_relay
 
 
 @pytest.fixture

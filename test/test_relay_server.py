@@ -1,6 +1,6 @@
 """The Kamailio test relay itself works (raw sockets, no msrplib transport).
 
-These tests exercise test/relay/kamailio_relay.py with hand-written MSRP
+These tests exercise msrplib/testing/kamailio.py with hand-written MSRP
 (test/relay/rawmsrp.py) and msrplib.digest only, so a failure here means
 the relay setup is broken, not msrplib.  They are skipped when kamailio is
 not installed (see test/relay/install.sh) unless CI=true, in which case
@@ -16,22 +16,13 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'relay'))
 
-from kamailio_relay import KamailioRelay, kamailio_available  # noqa: E402
+from msrplib.testing import KamailioRelay  # noqa: E402
+from msrplib.testing.pytest_plugin import require_kamailio as _require_kamailio  # noqa: E402
 from rawmsrp import RawClient, build_response  # noqa: E402
 
 from msrplib import digest  # noqa: E402
 
 TIMEOUT = 5.0
-
-
-def _require_kamailio():
-    if kamailio_available():
-        return
-    if os.environ.get('CI') == 'true':
-        pytest.fail('kamailio with the msrp module is required when CI=true '
-                    '(run test/relay/install.sh)')
-    pytest.skip('kamailio with the msrp module is not installed '
-                '(run test/relay/install.sh)')
 
 
 @pytest.fixture(scope='module')

@@ -10,7 +10,6 @@ is signed by a CA that only the relay settings' ``trusted`` list knows.
 import logging
 import os
 import ssl
-import sys
 
 import gevent
 import pytest
@@ -19,11 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, 'relay'))
 
 from gnutls_style import (  # noqa: E402
     GnuTLSLikeCredentials, PEMObject, make_gnutls_credentials, make_gnutls_pair)
-from kamailio_relay import KamailioRelay, kamailio_available  # noqa: E402
 
 from msrplib import MSRPError, tls  # noqa: E402
 from msrplib.connect import (  # noqa: E402
@@ -354,20 +351,10 @@ def test_objects_that_are_not_credentials_still_raise_type_error():
 # A real relay (Kamailio) whose CA only the relay settings' credentials trust
 
 
-def _require_kamailio():
-    if kamailio_available():
-        return
-    if os.environ.get('CI') == 'true':
-        pytest.fail('Kamailio with the msrp module is required when CI=true (run test/relay/install.sh)')
-    pytest.skip('Kamailio with the msrp module is not installed (run test/relay/install.sh)')
-
-
-@pytest.fixture(scope='module')
-def kamailio():
-    _require_kamailio()
-    relay = KamailioRelay().__enter__()
-    yield relay
-    relay.close()
+@pytest.fixture
+def kamailio(msrp_relay):
+    """The session's Kamailio relay (msrplib's pytest plugin)."""
+    return msrp_relay
 
 
 def relay_settings(kamailio, credentials, domain=None):

@@ -19,7 +19,7 @@ from msrplib.transport import (
     MSRPTransport, make_response, make_report, ChunkParseError, ConnectionClosed, ConnectionDone,
     ConnectionLost, MSRPTransactionError, MSRPBadRequest, MSRPNoSuchSessionError)
 
-from loopback import socket_pair, raw_peer_transport
+from msrplib.testing.loopback import socket_pair, raw_peer_transport
 
 T = 5  # seconds: the most any single blocking step of these tests may take
 

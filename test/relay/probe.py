@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from kamailio_relay import KamailioRelay, kamailio_available  # noqa: E402
+from msrplib.testing.kamailio import KamailioRelay, kamailio_available  # noqa: E402
 from rawmsrp import RawClient, build_response, new_id, build_frame  # noqa: E402
 from msrplib import digest  # noqa: E402
 

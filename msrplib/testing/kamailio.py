@@ -1,6 +1,6 @@
-"""Run a real Kamailio MSRP relay (RFC 4976) for tests.
+"""Run a real Kamailio MSRP relay (RFC 4976) for tests: :class:`KamailioRelay`.
 
-Plain Python, no msrplib imports, so it can test msrplib from the outside::
+Plain Python, no other msrplib imports, so it can test msrplib from the outside::
 
     with KamailioRelay() as relay:
         sock = socket.create_connection((relay.host, relay.port), timeout=5)
@@ -10,9 +10,17 @@ Plain Python, no msrplib imports, so it can test msrplib from the outside::
             (relay.host, relay.tls_port), timeout=5), server_hostname='localhost')
 
 The relay runs ``kamailio -DD -E -f <cfg>`` in the foreground in its own
-process group, rendered from ``kamailio.cfg.in`` into a private temporary
-directory together with a trustme-generated certificate for 127.0.0.1 /
-localhost.  See NOTES.md next to this file for what the relay sends.
+process group, rendered from ``kamailio.cfg.in`` (package data next to this
+module) into a private temporary directory together with a trustme-generated
+certificate for 127.0.0.1 / localhost.  test/relay/NOTES.md of the source tree
+says what the relay sends.
+
+Kamailio itself is not a Python package; on Debian or Ubuntu::
+
+    sudo apt-get install -y --no-install-recommends kamailio kamailio-tls-modules
+
+(:data:`INSTALL_COMMAND`).  The certificates need ``trustme``
+(``pip install 'msrplib[testing]'``).
 """
 
 import os
@@ -24,10 +32,14 @@ import tempfile
 import time
 
 __all__ = ['KamailioRelay', 'KamailioRelayError', 'kamailio_available',
-           'find_kamailio', 'MODULE_DIRS']
+           'find_kamailio', 'MODULE_DIRS', 'INSTALL_COMMAND', 'TEMPLATE']
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: The routing script template, shipped as package data of msrplib.testing.
 TEMPLATE = os.path.join(HERE, 'kamailio.cfg.in')
+
+#: The one line that installs Kamailio with the modules the relay needs (Debian, Ubuntu).
+INSTALL_COMMAND = 'sudo apt-get install -y --no-install-recommends kamailio kamailio-tls-modules'
 
 #: Where Debian (and a default source build) put kamailio modules.
 MODULE_DIRS = (
@@ -146,7 +158,11 @@ class KamailioRelay:
     # -- setup ------------------------------------------------------------
 
     def _make_certificates(self):
-        import trustme
+        try:
+            import trustme
+        except ImportError:
+            raise KamailioRelayError("KamailioRelay makes its TLS certificate with trustme: "
+                                     "pip install 'msrplib[testing]' (or pip install trustme)") from None
         self.ca = trustme.CA()
         cert = self.ca.issue_cert(self.host, 'localhost', self.domain)
         cert.private_key_pem.write_to_path(self.key_path)
@@ -157,8 +173,12 @@ class KamailioRelay:
         os.chmod(self.key_path, 0o600)
 
     def _render_config(self):
-        with open(TEMPLATE) as f:
-            text = f.read()
+        try:
+            with open(TEMPLATE) as f:
+                text = f.read()
+        except OSError as error:
+            raise KamailioRelayError('the routing script template %s is missing from the installed '
+                                     'msrplib.testing package (%s)' % (TEMPLATE, error)) from None
         values = {
             'HOST': self.host,
             'TCP_PORT': str(self.port),
@@ -204,8 +224,8 @@ class KamailioRelay:
             raise KamailioRelayError('relay already started')
         if not kamailio_available():
             raise KamailioRelayError(
-                'kamailio or one of its modules %s is not installed '
-                '(run test/relay/install.sh)' % (REQUIRED_MODULES,))
+                'kamailio or one of its modules %s is not installed; install it with: %s'
+                % (REQUIRED_MODULES, INSTALL_COMMAND))
         cmd = [self.binary, '-DD', '-E', '-f', self.config_path,
                '-Y', self.rundir, '-P', os.path.join(self.rundir, 'kamailio.pid'),
                '-m', '32', '-M', '8']
@@ -275,6 +295,7 @@ class KamailioRelay:
 
     @property
     def running(self):
+        """True while the kamailio process is alive."""
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines=60):
