@@ -2,7 +2,7 @@
 
     python bench/bench_relay.py [--size MiB] [--repeat N] [--json]
 
-Starts Kamailio (test/relay/kamailio_relay.py; its default TCP/TLS settings,
+Starts Kamailio (msrplib.testing.KamailioRelay; its default TCP/TLS settings,
 warnings-only logging) and sends SIZE MiB (default 256) as ONE message with
 ``send_large_message`` and its defaults, from this process to a receiver in
 another process (``MessageAssembler`` into a sink that counts and discards).
@@ -24,7 +24,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'test', 'relay'))
 
 MiB = 1024 * 1024
 
@@ -140,7 +139,7 @@ def transfer(size, relay=None, tls=False):
 
 
 def run(size, repeat):
-    from kamailio_relay import KamailioRelay
+    from msrplib.testing import KamailioRelay
     rates = {'direct': [], 'tcp': [], 'tls': []}
     with KamailioRelay(debug=1) as relay:
         for _ in range(repeat):

@@ -182,7 +182,7 @@ def memory(options):
 
 
 def relay_bulk(options):
-    from kamailio_relay import kamailio_available
+    from msrplib.testing.kamailio import kamailio_available
     if not kamailio_available():
         sys.stderr.write('RELAY skipped: Kamailio with the msrp module is not installed\n')
         return []

@@ -26,7 +26,7 @@ from msrplib.transport import (
     MSRPTransport, MSRPTransactionError, ConnectionDone, ConnectionLost)
 from msrplib import tls
 
-from loopback import raw_peer_transport, socket_pair
+from msrplib.testing.loopback import raw_peer_transport, socket_pair
 
 T = 10  # seconds any single blocking step may take
 MiB = 1024 * 1024

@@ -1,6 +1,6 @@
 """Large messages through a real Kamailio relay with its default TCP/TLS settings (issue 18).
 
-Only the routing script (test/relay/kamailio.cfg.in) is ours.  The data is
+Only the routing script (msrplib/testing/kamailio.cfg.in) is ours.  The data is
 streamed from a seeded generator and hashed as it arrives: nothing holds the
 whole message in memory.  ``LARGE`` is the size of the main variants (both
 ends through the relay, TCP and TLS); ``MEDIUM`` the size of the others and
@@ -20,17 +20,15 @@ import time
 import gevent
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, 'relay'))
+from msrplib.testing import KamailioRelay
+from msrplib.testing.pytest_plugin import require_kamailio
 
-from kamailio_relay import KamailioRelay, kamailio_available  # noqa: E402
-
-from msrplib.connect import AcceptorDirect, ConnectorDirect  # noqa: E402
-from msrplib.message import DEFAULT_RELAY_CHUNK_SIZE, MessageAssembler  # noqa: E402
-from msrplib.protocol import URI  # noqa: E402
-from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPRelaySettings  # noqa: E402
-from msrplib.session import GreenMSRPSession  # noqa: E402
-from msrplib.transport import MSRPTransactionError  # noqa: E402
+from msrplib.connect import AcceptorDirect, ConnectorDirect
+from msrplib.message import DEFAULT_RELAY_CHUNK_SIZE, MessageAssembler
+from msrplib.protocol import URI
+from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPRelaySettings
+from msrplib.session import GreenMSRPSession
+from msrplib.transport import MSRPTransactionError
 
 MiB = 1024 * 1024
 #: Size of the main variants (both ends through the relay, TCP and TLS).
@@ -53,10 +51,7 @@ pytestmark = pytest.mark.timeout(TRANSFER_TIMEOUT + 60)
 
 @pytest.fixture(scope='module')
 def relay():
-    if not kamailio_available():
-        if os.environ.get('CI') == 'true':
-            pytest.fail('Kamailio with the msrp module is required when CI=true')
-        pytest.skip('Kamailio with the msrp module is not installed')
+    require_kamailio()
     r = KamailioRelay(debug=1).__enter__()  # warnings only: no log line per frame (gigabytes of log)
     yield r
     r.close()
