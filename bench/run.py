@@ -54,7 +54,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'test', 'relay'))
 
 import bench_bulk  # noqa: E402
 import bench_parser  # noqa: E402

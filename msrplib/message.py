@@ -623,7 +623,8 @@ class MessageAssembler:
       seekable binary file) or to a temporary file.
     * Files count by their disk footprint (bytes received plus two blocks per
       fragment); a chunk that would take this assembler's files past
-      ``file_budget`` (default: four times ``max_message_size``), or the
+      ``file_budget`` (default: 256 MiB, or four times ``max_message_size``
+      when that is more), or the
       shared ``budget`` past ``max_files``, ends its message with 413 (so
       does a write error, e.g. a full disk).
     * A message received in more than ``max_fragments`` separate pieces (gaps
@@ -651,8 +652,8 @@ class MessageAssembler:
         self.max_partial_messages = max_partial_messages
         self.max_fragments = max_fragments
         self.memory_budget = memory_budget
-        # None: room for four messages of the largest size accepted (256 MiB with the default size)
-        self.file_budget = file_budget if file_budget is not None else 4 * max_message_size
+        # None: 256 MiB, or room for four messages of the largest size accepted when that is more
+        self.file_budget = file_budget if file_budget is not None else max(256 * 1024 * 1024, 4 * max_message_size)
         self.budget = budget if budget is not None else PROCESS_BUDGET
         self.on_discard = on_discard
         self.partial = {}        # Message-ID -> IncomingMessage

@@ -266,9 +266,10 @@ def test_more_fragments_than_max_fragments_gets_413_and_drops_the_message():
     assert len(assembler.partial['N']._received) == 1
 
 
-def test_file_budget_defaults_to_four_messages_of_the_largest_size():
+def test_file_budget_defaults_to_256_MiB_or_four_messages_of_the_largest_size():
     # A receiver that raises max_message_size can store such a message without also raising file_budget.
     assert MessageAssembler().file_budget == 256 * 1024 * 1024
+    assert MessageAssembler(max_message_size=1000).file_budget == 256 * 1024 * 1024
     assert MessageAssembler(max_message_size=4 << 30).file_budget == 16 << 30
     assert MessageAssembler(max_message_size=4 << 30, file_budget=1000).file_budget == 1000
 
