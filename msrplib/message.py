@@ -620,7 +620,8 @@ class MessageAssembler:
       holding it would pass ``memory_budget`` (all incomplete messages of
       this assembler) or the shared ``budget``'s ``max_memory``; then it is
       written to ``open_file(message)`` (a callable returning a writable,
-      seekable binary file) or to a temporary file.
+      seekable binary file; its ``truncate``, if it has one, is called
+      with the message's size once it is complete) or to a temporary file.
     * Files count by their disk footprint (bytes received plus two blocks per
       fragment); a chunk that would take this assembler's files past
       ``file_budget`` (default: 256 MiB, or four times ``max_message_size``
@@ -787,7 +788,9 @@ class MessageAssembler:
         message.size = message.total
         if message.file is not None:
             message.file.flush()
-            message.file.truncate(message.total)
+            truncate = getattr(message.file, 'truncate', None)
+            if truncate is not None:  # (a file-like sink that only streams what it is given may have none)
+                truncate(message.total)
             message.file.seek(0)
         return message
 

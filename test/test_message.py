@@ -541,3 +541,35 @@ def test_no_more_than_window_chunks_await_a_response(transports):
                 break
         message.wait()
     assert message.bytes_acknowledged == 100 * 1000
+
+
+class _StreamingSink:
+    """A file-like sink without truncate: hashes what it is given in order (as a receiver that keeps nothing)."""
+
+    def __init__(self, message=None):
+        self.written = bytearray()
+        self.position = 0
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        self.position = offset
+        return offset
+
+    def write(self, data):
+        assert self.position == len(self.written)
+        self.written += data
+        self.position += len(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_open_file_may_return_a_sink_without_truncate():
+    assembler = MessageAssembler(memory_limit=10, open_file=_StreamingSink, budget=PartialBudget())
+    assert assembler.accept(make_chunk('S', b'a' * 100, 1, 200))[0] == 200
+    code, _, message = assembler.accept(make_chunk('S', b'b' * 100, 101, 200))
+    assert code == 200 and message is not None and message.size == 200
+    assert bytes(message.file.written) == b'a' * 100 + b'b' * 100
