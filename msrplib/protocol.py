@@ -1076,14 +1076,20 @@ class MSRPData:
             valid_paths = _VALID_PATH_TEXTS
             known = _HEADER_CLASSES_EXACT
             decode = self._value
-            # what memory_estimate() would say once verified, counted on the way (see _verified_size)
-            size = _CHUNK_COST + len(self.data) + _held_bytes(self.chunk_header) + 2 * _HEADER_COST * len(raw)
+            # what memory_estimate() would say once verified, counted on the way (see _verified_size); the
+            # header texts are slices of the received head, so twice its length bounds the head and the texts
+            # (no len() per header: this runs for every chunk received)
+            head = self.chunk_header
+            size = _CHUNK_COST + len(self.data) + 2 * _HEADER_COST * len(raw)
+            if head:
+                size += 2 * _held_bytes(head)
+            else:  # (a chunk made by copying a parsed one: no head of its own)
+                size += sum(len(value) for value in raw.values() if type(value) is str)
             for name, value in raw.items():
                 if type(value) is not str:
                     value.decoded  # a header object: an unusual header, or one already read
                     size += _header_memory(value)
                     continue
-                size += len(value)
                 # (texts are kept for known names only; a header already made may have been changed since:
                 # only untouched texts use the cache)
                 if name == 'To-Path' or name == 'From-Path':
