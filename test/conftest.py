@@ -12,6 +12,24 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def closing():
+    """A list of sessions, transports, connectors and acceptors to close at the end of the test."""
+    from msrplib.session import MSRPSession
+    things = []
+    yield things
+    for thing in things:
+        try:
+            if isinstance(thing, MSRPSession):
+                thing.msrp.loseConnection(wait=False)
+            elif hasattr(thing, 'loseConnection'):
+                thing.loseConnection(wait=False)
+            else:
+                thing.cleanup()
+        except Exception:  # already closed, or never connected: nothing to release
+            pass
+
+
+@pytest.fixture
 def short_connect_timeouts(monkeypatch):
     """Connect, incoming-connect and bind timeouts of 2 s, so that a test waiting for one stays fast."""
     from msrplib.connect import MSRPBindSessionTimeout, MSRPConnectTimeout, MSRPIncomingConnectTimeout

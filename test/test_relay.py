@@ -73,30 +73,9 @@ def fresh_relay():
         r.close()
 
 
-@pytest.fixture
-def closing():
-    """Collects sessions, transports and connectors to close at the end of the test."""
-    things = []
-    yield things
-    for thing in things:
-        try:
-            if isinstance(thing, GreenMSRPSession):
-                thing.msrp.loseConnection(wait=False)
-            elif hasattr(thing, 'loseConnection'):
-                thing.loseConnection(wait=False)
-            else:
-                thing.cleanup()
-        except Exception:
-            pass
-
-
 def settings(relay, tls, **kwargs):
     """MSRPRelaySettings for ``relay`` over TCP or TLS; the certificate is checked by the name relay.test."""
-    kwargs.setdefault('host', relay.host)
-    kwargs.setdefault('port', relay.tls_port if tls else relay.port)
-    kwargs.setdefault('credentials', relay.client_ssl_context() if tls else None)
-    return MSRPRelaySettings(kwargs.pop('domain', relay.domain), kwargs.pop('username', relay.username),
-                             kwargs.pop('password', relay.password), use_tls=tls, **kwargs)
+    return relay.settings(tls, **kwargs)
 
 
 def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None):

@@ -57,26 +57,8 @@ def relay():
     r.close()
 
 
-@pytest.fixture
-def closing():
-    things = []
-    yield things
-    for thing in things:
-        try:
-            if isinstance(thing, GreenMSRPSession):
-                thing.msrp.loseConnection(wait=False)
-            elif hasattr(thing, 'loseConnection'):
-                thing.loseConnection(wait=False)
-            else:
-                thing.cleanup()
-        except Exception:
-            pass
-
-
 def settings(relay, tls, **kwargs):
-    return MSRPRelaySettings(relay.domain, relay.username, relay.password, host=relay.host,
-                             port=relay.tls_port if tls else relay.port,
-                             credentials=relay.client_ssl_context() if tls else None, use_tls=tls, **kwargs)
+    return relay.settings(tls, **kwargs)
 
 
 class SeededStream(io.RawIOBase):

@@ -207,6 +207,21 @@ class KamailioRelay:
 
     # -- lifecycle --------------------------------------------------------
 
+    def settings(self, tls=False, **kwargs):
+        """:class:`~msrplib.relay.MSRPRelaySettings` for this relay's account, over TLS (``tls``) or TCP.
+
+        Keyword arguments override the defaults (``host``, ``port``,
+        ``credentials`` -- over TLS, :meth:`client_ssl_context` --,
+        ``domain``, ``username``, ``password``) or add settings (e.g.
+        ``chunk_size``).
+        """
+        from msrplib.relay import MSRPRelaySettings
+        kwargs.setdefault('host', self.host)
+        kwargs.setdefault('port', self.tls_port if tls else self.port)
+        kwargs.setdefault('credentials', self.client_ssl_context() if tls else None)
+        return MSRPRelaySettings(kwargs.pop('domain', self.domain), kwargs.pop('username', self.username),
+                                 kwargs.pop('password', self.password), use_tls=tls, **kwargs)
+
     def client_ssl_context(self):
         """An ssl.SSLContext for clients that trusts this relay's CA."""
         import ssl

@@ -80,10 +80,7 @@ def _relay_settings(relay, use_tls):
     from msrplib.relay import MSRPRelaySettings
     if isinstance(relay, MSRPRelaySettings):
         return relay
-    # a KamailioRelay (or anything with its attributes)
-    return MSRPRelaySettings(relay.domain, relay.username, relay.password, host=relay.host,
-                             port=relay.tls_port if use_tls else relay.port, use_tls=use_tls,
-                             credentials=relay.client_ssl_context() if use_tls else None)
+    return relay.settings(use_tls)  # a KamailioRelay
 
 
 def _close_session(session, timeout):
