@@ -243,11 +243,28 @@ class _ThreadedConnectBase:
     def __init__(self, relay=None, logger=None, use_sessmatch=False, executor=None, **session_options):
         self.executor = executor or _default_executor()
         self._session_options = session_options
-        self._connect = call(self._factory, relay, logger=logger, use_sessmatch=use_sessmatch).result()
+        self._arguments = (relay, logger, use_sessmatch)
+        self._connect_object = None   # made in the hub thread by the first call (constructing never blocks)
+
+    def _connect(self):
+        # In the hub thread: the classic connector or acceptor.
+        if self._connect_object is None:
+            relay, logger, use_sessmatch = self._arguments
+            self._connect_object = self._factory(relay, logger=logger, use_sessmatch=use_sessmatch)
+        return self._connect_object
+
+    def _prepare(self, local_uri):
+        return self._connect().prepare(local_uri)
+
+    def _complete(self, full_remote_path):
+        return GreenMSRPSession(self._connect().complete(full_remote_path), **self._session_options)
+
+    def _cleanup(self, sync):
+        return self._connect().cleanup(sync)
 
     def prepare(self, local_uri=None, timeout=None):
         """As the classic ``prepare()``: return the full local path (for SDP ``a=path``)."""
-        return _result(call(self._connect.prepare, local_uri), timeout)
+        return _result(call(self._prepare, local_uri), timeout)
 
     def complete(self, full_remote_path, timeout=None):
         """As the classic ``complete()``; return a :class:`ThreadedSession` over the bound transport.
@@ -256,14 +273,12 @@ class _ThreadedConnectBase:
         ``MSRPIncomingConnectTimeout``...), TimeoutError after ``timeout``
         seconds (the connect attempt is cancelled then).
         """
-        def complete():
-            return GreenMSRPSession(self._connect.complete(full_remote_path), **self._session_options)
-        future = _call(BridgeFuture(interruptible=True), complete, (), {})
+        future = _call(BridgeFuture(interruptible=True), self._complete, (full_remote_path,), {})
         return ThreadedSession(_result(future, timeout), self.executor)
 
     def cleanup(self, sync=True, timeout=None):
         """As the classic ``cleanup()``: release what :meth:`prepare` took."""
-        return _result(call(self._connect.cleanup, sync), timeout)
+        return _result(call(self._cleanup, sync), timeout)
 
 
 class ThreadedConnector(_ThreadedConnectBase):
@@ -491,26 +506,22 @@ class _AsyncConnectBase:
     _threaded = None
 
     def __init__(self, *args, **kwargs):
-        # Making the connector only queues work in the hub thread; it is quick.
+        # Never blocks the loop: the classic object is made in the hub thread by the first call.
         self._inner = self._threaded(*args, **kwargs)
         self.executor = self._inner.executor
 
     async def prepare(self, local_uri=None):
         """As the classic ``prepare()``: the full local path."""
-        return await _await(call(self._inner._connect.prepare, local_uri))
+        return await _await(call(self._inner._prepare, local_uri))
 
     async def complete(self, full_remote_path):
         """As the classic ``complete()``; an :class:`AsyncSession`.  Cancelling the task cancels the attempt."""
-        inner = self._inner
-
-        def complete():
-            return GreenMSRPSession(inner._connect.complete(full_remote_path), **inner._session_options)
-        session = await _await(_call(BridgeFuture(interruptible=True), complete, (), {}))
-        return AsyncSession(session)
+        session = await _await(_call(BridgeFuture(interruptible=True), self._inner._complete, (full_remote_path,), {}))
+        return AsyncSession(ThreadedSession(session, self.executor))
 
     async def cleanup(self, sync=True):
         """As the classic ``cleanup()``."""
-        return await _await(call(self._inner._connect.cleanup, sync))
+        return await _await(call(self._inner._cleanup, sync))
 
 
 class AsyncConnector(_AsyncConnectBase):
