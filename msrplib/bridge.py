@@ -70,8 +70,11 @@ class BridgeFuture(concurrent.futures.Future):
         if self.done():
             return False
         self.abandoned = True
-        if self._interruptible:
-            _bridge().call_soon(self._interrupt)
+        if self._interruptible and _the_bridge is not None and not _the_bridge.closed:
+            try:
+                _the_bridge.call_soon(self._interrupt)
+            except BridgeClosed:
+                pass  # the hub thread is ending: it fails the call itself
         return True
 
     def _interrupt(self):
@@ -88,6 +91,8 @@ class _Bridge:
         self._loop = None
         self._stopping = None        # gevent Event, made in the hub thread
         self._running = set()        # BridgeFutures of running calls (hub thread only)
+        self._pending = set()        # BridgeFutures submitted and not finished (any thread, under _guard)
+        self._guard = threading.Lock()
         self.closed = False
         self.thread = threading.Thread(target=self._main, name='msrplib-hub', daemon=True)
         self.thread.start()
@@ -110,6 +115,21 @@ class _Bridge:
                     future._greenlet.kill(BridgeClosed('msrplib bridge stopped'), block=False)
             gevent.sleep(0)
             gevent.sleep(0)
+            self._fail_pending()
+
+    def _fail_pending(self):
+        # The hub is gone: no submitted call may wait for ever.
+        with self._guard:
+            self.closed = True
+            pending, self._pending = self._pending, set()
+        for future in pending:
+            if future.done():
+                continue
+            try:
+                future.set_running_or_notify_cancel()
+                future.set_exception(BridgeClosed('msrplib bridge stopped'))
+            except (RuntimeError, concurrent.futures.InvalidStateError):
+                pass  # cancelled or finished meanwhile
 
     def call_soon(self, function, *args):
         """Run ``function(*args)`` in the hub thread, from the loop (it must not block)."""
@@ -118,7 +138,16 @@ class _Bridge:
         self._loop.run_callback_threadsafe(function, *args)
 
     def submit(self, future, function, args, kwargs):
+        with self._guard:
+            if self.closed:
+                raise BridgeClosed('msrplib bridge stopped')
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
         self.call_soon(self._spawn, future, function, args, kwargs)
+
+    def _forget(self, future):
+        with self._guard:
+            self._pending.discard(future)
 
     def _spawn(self, future, function, args, kwargs):
         if future.cancelled():
@@ -127,6 +156,9 @@ class _Bridge:
 
     def _run(self, future, function, args, kwargs):
         if not future.set_running_or_notify_cancel():
+            return
+        if self.closed:   # stop() came first: what has not started yet does not start
+            future.set_exception(BridgeClosed('msrplib bridge stopped'))
             return
         self._running.add(future)
         try:
@@ -145,12 +177,14 @@ class _Bridge:
             self._running.discard(future)
 
     def stop(self):
-        if self.closed:
-            return
+        with self._guard:
+            if self.closed:
+                return
+            self.closed = True
         self._loop.run_callback_threadsafe(self._stopping.set)
-        self.closed = True
         if threading.current_thread() is not self.thread:
             self.thread.join(STOP_TIMEOUT)
+        self._fail_pending()  # (again: also when the thread did not end in time)
 
 
 _lock = threading.Lock()
@@ -179,7 +213,7 @@ def in_hub_thread():
 
 
 def stop():
-    """Stop the hub thread (also done at interpreter exit): calls still running fail with :class:`BridgeClosed`.
+    """Stop the hub thread (also done at interpreter exit): calls not finished fail with :class:`BridgeClosed`.
 
     Sessions still open are left to the operating system (their sockets
     close with the process).  The bridge cannot be restarted afterwards.

@@ -261,6 +261,39 @@ def test_interpreter_exit_with_a_session_open_and_a_call_in_flight():
     assert seconds < 10
 
 
+def test_stop_fails_the_calls_in_flight_and_refuses_new_ones():
+    code = """
+        import concurrent.futures, threading
+        from msrplib import bridge
+        from msrplib.bridge import BridgeClosed, ThreadedAcceptor, ThreadedConnector
+        from msrplib.protocol import URI
+        acceptor, connector = ThreadedAcceptor(), ThreadedConnector()
+        a = acceptor.prepare(URI(host='127.0.0.1', port=0, use_tls=False))
+        c = connector.prepare(URI(host='127.0.0.1', use_tls=False))
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        alice = pool.submit(acceptor.complete, c, 10)
+        bob = connector.complete(a, timeout=10)
+        receiving = pool.submit(alice.result(10).receive_chunk)          # no timeout: only stop() ends it
+        blocker = threading.Lock()
+        blocker.acquire()
+        hold = bridge.call(blocker.acquire)
+        queued = bridge.call(print, 'never runs')                         # queued behind the held hub
+        threading.Timer(0.5, blocker.release).start()
+        bridge.stop()
+        for future in (receiving, queued):
+            try:
+                future.result(10)
+            except BridgeClosed:
+                print('closed')
+        try:
+            bridge.call(print, 'after stop')
+        except BridgeClosed:
+            print('refused')
+    """
+    returncode, out, err, seconds = run_script(code, timeout=30)
+    assert (returncode, out) == (0, 'closed\nclosed\nrefused\n'), err
+
+
 # -- asyncio
 
 
