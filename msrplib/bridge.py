@@ -35,7 +35,7 @@ from msrplib.connect import get_acceptor, get_connector
 from msrplib.session import GreenMSRPSession
 from msrplib.transport import ConnectionDone
 
-__all__ = ['BridgeClosed', 'call', 'hub_thread', 'stop', 'ThreadedConnector', 'ThreadedAcceptor',
+__all__ = ['BridgeClosed', 'BridgeFuture', 'call', 'hub_thread', 'in_hub_thread', 'stop', 'ThreadedConnector', 'ThreadedAcceptor',
            'ThreadedSession', 'ThreadedMessage', 'AsyncConnector', 'AsyncAcceptor', 'AsyncSession',
            'AsyncMessage']
 
@@ -65,6 +65,7 @@ class BridgeFuture(concurrent.futures.Future):
         self.abandoned = False
 
     def cancel(self):
+        """Cancel the call (not started), interrupt it (interruptible) or detach it; False once finished."""
         if concurrent.futures.Future.cancel(self):
             return True
         if self.done():
