@@ -444,11 +444,12 @@ class ThreadedSession:
 
     def _sending(self, method, args, kwargs):
         progress_cb = kwargs.pop('progress_cb', None)
+        timeout = kwargs.pop('timeout', None)
 
         def start():
             message = method(*args, progress_cb=self._progress(progress_cb), **kwargs)
             return message, _outcome_future(message)
-        message, future = call(start).result()
+        message, future = _result(call(start), timeout)
         return ThreadedMessage(message, future)
 
     def _progress(self, progress_cb):
@@ -456,6 +457,10 @@ class ThreadedSession:
 
     def send_large_message(self, source, content_type, **kwargs):
         """As ``MSRPSession.send_large_message``; returns a :class:`ThreadedMessage` (``progress_cb`` on the executor).
+
+        ``timeout`` bounds the wait for the message to be queued (the
+        session's outgoing queue may be full), not its delivery (see
+        :meth:`ThreadedMessage.wait`).
 
         A file object ``source`` is read in the hub thread as the chunks go out.
         """

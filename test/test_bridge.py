@@ -332,7 +332,7 @@ def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
         bob, alice = await async_pair()
         progress = []
         message = await bob.send_large_message(payload, 'application/octet-stream',
-                                               progress_cb=lambda m: progress.append(m.bytes_acknowledged))
+                                               progress_cb=lambda m: progress.append((threading.current_thread(), m.bytes_acknowledged)))
         received = 0
         async for chunk in alice:
             received += len(chunk.data)
@@ -346,7 +346,8 @@ def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
         await ticking
         return received, progress
     received, progress = run(main())
-    assert received == size and progress[-1] == size
+    assert received == size and progress[-1][1] == size
+    assert {thread for thread, _ in progress} == {threading.main_thread()}   # callbacks on the loop's thread
     assert len(gaps) > 10
     print('max loop gap %.1f ms over %d ticks' % (1000 * max(gaps), len(gaps)))
     assert max(gaps) < 0.020, sorted(gaps)[-5:]
