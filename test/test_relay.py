@@ -78,8 +78,11 @@ def settings(relay, tls, **kwargs):
     return relay.settings(tls, **kwargs)
 
 
-def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None):
-    """Run prepare/complete on both sides (the SDP exchange in between) and return both sessions."""
+def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None, assembler=None):
+    """Run prepare/complete on both sides (the SDP exchange in between) and return both sessions.
+
+    ``assembler``: the accepting side's session reassembles messages with it.
+    """
     closing.extend([connector, acceptor])
     with gevent.Timeout(STEP):
         acceptor_path = acceptor.prepare(acceptor_uri)
@@ -91,7 +94,7 @@ def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None)
         finally:
             job.kill()
     closing.extend([connector_transport, acceptor_transport])
-    sa, sb = GreenMSRPSession(connector_transport), GreenMSRPSession(acceptor_transport)
+    sa, sb = GreenMSRPSession(connector_transport), GreenMSRPSession(acceptor_transport, assembler=assembler)
     closing.extend([sa, sb])
     return sa, sb
 

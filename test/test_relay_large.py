@@ -23,6 +23,8 @@ import pytest
 from msrplib.testing import KamailioRelay
 from msrplib.testing.pytest_plugin import require_kamailio
 
+from test_relay import connect, settings
+
 from msrplib.connect import AcceptorDirect, ConnectorDirect
 from msrplib.message import DEFAULT_RELAY_CHUNK_SIZE, MessageAssembler
 from msrplib.protocol import URI
@@ -55,10 +57,6 @@ def relay():
     r = KamailioRelay(debug=1).__enter__()  # warnings only: no log line per frame (gigabytes of log)
     yield r
     r.close()
-
-
-def settings(relay, tls, **kwargs):
-    return relay.settings(tls, **kwargs)
 
 
 class SeededStream(io.RawIOBase):
@@ -132,24 +130,6 @@ class HashingSink:
 
     def close(self):
         pass
-
-
-def connect(connector, acceptor, closing, acceptor_uri=None, connector_uri=None, assembler=None):
-    closing.extend([connector, acceptor])
-    with gevent.Timeout(STEP):
-        acceptor_path = acceptor.prepare(acceptor_uri)
-        connector_path = connector.prepare(connector_uri)
-        job = gevent.spawn(acceptor.complete, connector_path)
-        try:
-            connector_transport = connector.complete(acceptor_path)
-            acceptor_transport = job.get()
-        finally:
-            job.kill()
-    closing.extend([connector_transport, acceptor_transport])
-    sa = GreenMSRPSession(connector_transport)
-    sb = GreenMSRPSession(acceptor_transport, assembler=assembler)
-    closing.extend([sa, sb])
-    return sa, sb
 
 
 def topology(relay, tls, which, closing):

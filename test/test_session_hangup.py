@@ -15,19 +15,9 @@ from gevent.event import AsyncResult
 from msrplib.protocol import FailureReportHeader
 from msrplib.transport import make_response
 
-from test_session import TIMEOUT, make_pair, text_message
+from test_session import TIMEOUT, pair, text_message  # noqa: F401 (pair: the fixture, over TCP and TLS)
 
 HANG_UP_BOUND = 0.5  # seconds: what the issue allows a chat hang-up
-
-
-@pytest.fixture(params=['tcp', 'tls'])
-def pair(request):
-    pair = make_pair(request.param == 'tls')
-    yield pair
-    for session in pair.sessions:
-        session.reader_job.kill(block=False)
-    pair.active.loseConnection()
-    pair.passive.loseConnection()
 
 
 def is_composing(session, failure_report='no'):
