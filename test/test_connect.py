@@ -20,6 +20,8 @@ from msrplib.connect import (
 from msrplib.protocol import URI
 from msrplib.transport import MSRPTransport, MSRPNoSuchSessionError, MSRPTransactionError, ConnectionClosed
 
+from test_hostile_peers import eof_within
+
 T = 5
 HOSTS = ['127.0.0.1', '::1']
 
@@ -292,19 +294,6 @@ def test_get_connector_get_acceptor_and_aliases():
     assert connect.DirectConnector(logger=logger, use_sessmatch=True).use_sessmatch
 
 
-def eof_within(sock, seconds=T):
-    """True when the peer closes ``sock`` within ``seconds``."""
-    try:
-        with gevent.Timeout(seconds):
-            while sock.recv(65536):
-                pass
-    except gevent.Timeout:
-        return False
-    except OSError:
-        pass
-    return True
-
-
 @pytest.mark.parametrize('nuisance', ['silent', 'closed', 'wrong-session', 'garbage'])
 def test_acceptor_takes_its_peer_after_a_connection_that_does_not_bind(nuisance):
     # Issue 17: one silent connection (or connect+close) made complete() fail and the real peer was refused.
@@ -333,7 +322,7 @@ def test_acceptor_takes_its_peer_after_a_connection_that_does_not_bind(nuisance)
         exchange(ta, tb)
         assert refused('127.0.0.1', port)    # one peer taken: the listening socket is closed
         if nuisance in ('silent', 'garbage'):
-            assert eof_within(other)         # the connection that did not bind was dropped too
+            assert eof_within(other, T)         # the connection that did not bind was dropped too
     finally:
         ta.loseConnection()
         tb.loseConnection()
@@ -391,7 +380,7 @@ def test_acceptor_keeps_accepting_while_a_binding_is_pending(monkeypatch):
             active = client.bind(path)
             passive = accepting.get()
         exchange(active, passive)
-        assert all(eof_within(sock) for sock in silent)   # complete() returned: the others are dropped
+        assert all(eof_within(sock, T) for sock in silent)   # complete() returned: the others are dropped
         active.loseConnection()
         passive.loseConnection()
     finally:
@@ -459,7 +448,7 @@ def test_acceptor_raises_the_latest_failure_when_the_incoming_timeout_passes(mon
         with gevent.Timeout(T), pytest.raises(MSRPBindSessionTimeout):
             # accepting ends at 0.3 s; the silent connection still had until 0.6 s to bind
             acceptor.complete(None)
-        assert refused('127.0.0.1', path[0].port) and eof_within(silent)
+        assert refused('127.0.0.1', path[0].port) and eof_within(silent, T)
     finally:
         silent.close()
 
@@ -759,6 +748,6 @@ def test_stalled_tls_handshake_error_names_the_handshake_limit(monkeypatch):
         with gevent.Timeout(T), pytest.raises(MSRPIncomingConnectTimeout) as info:
             acceptor.complete(None)
         assert 'TLS handshake not completed within 0.3 seconds' in str(info.value)
-        assert eof_within(stalled)
+        assert eof_within(stalled, T)
     finally:
         stalled.close()
