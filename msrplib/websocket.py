@@ -256,7 +256,8 @@ class WebSocketConnection:
     once ``payload`` was delivered (the chunks before a bad frame are not
     lost) and ``outgoing`` holds the close frame to send before dropping
     the connection.  :attr:`closed` becomes true once the peer closed (a
-    close frame, or the end of the stream).
+    close frame, or the end of the stream); :attr:`messages_received` counts
+    the whole data messages received.
 
     ``max_message_size``: the largest message accepted, all fragments
     together (default :data:`DEFAULT_MAX_MESSAGE_SIZE`); a larger one is
@@ -279,6 +280,7 @@ class WebSocketConnection:
         self.close_reason = None
         self.error = None           # the exception to raise after the payload received before it
         self.subprotocol = None
+        self.messages_received = 0  # whole data messages received
         self._message_size = 0      # bytes of the message being received so far
         self._in_message = False    # a message (or a frame) is being received
 
@@ -320,6 +322,7 @@ class WebSocketConnection:
                     self._in_message = not (event.frame_finished and event.message_finished)
                     if event.message_finished and event.frame_finished:
                         self._message_size = 0
+                        self.messages_received += 1
                 elif isinstance(event, Ping):
                     outgoing.append(self._ws.send(event.response()))
                 elif isinstance(event, Pong):
