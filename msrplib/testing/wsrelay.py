@@ -239,13 +239,19 @@ class ScriptedWebSocketRelay:
         """The relay's MSRP URI on its MSRP port (session-less)."""
         return URI(host=self.domain, port=self.tcp_port, use_tls=self.tls, session_id='')
 
-    def settings(self, ws=True, **kwargs):
+    def settings(self, tls=None, ws=True, **kwargs):
         """:class:`~msrplib.relay.MSRPRelaySettings` for this relay: over WebSocket (``ws``) or its MSRP port.
 
-        Keyword arguments override the account (``domain``, ``username``,
-        ``password``) or add settings (``chunk_size``, ``expires``...).
+        ``tls`` is there for the callers of ``KamailioRelay.settings(tls)``
+        (e.g. :func:`~msrplib.testing.session_pair`): None or the relay's own
+        ``tls`` (anything else raises ``ValueError``: TLS is chosen when the
+        relay is made).  Keyword arguments override the account (``domain``,
+        ``username``, ``password``) or add settings (``chunk_size``,
+        ``expires``...).
         """
         from msrplib.relay import MSRPRelaySettings
+        if tls is not None and bool(tls) != self.tls:
+            raise ValueError('this relay was made with tls=%s' % (self.tls,))
         if self.tls:
             kwargs.setdefault('credentials', self.client_ssl_context())
         if ws:
