@@ -281,7 +281,7 @@ def test_message_size_counts_each_message_separately():
     assert len(payload) == 4500 and client.error is None and client.messages_received == 5
 
 
-def test_end_of_stream_inside_a_frame_is_an_error_between_frames_is_not():
+def test_end_of_stream_without_a_close_frame_is_an_error_inside_a_frame_or_not():
     client, server = open_pair()
     client.receive(ws_frame(b'x' * 100, length=200))
     client.receive(b'')
@@ -293,7 +293,8 @@ def test_end_of_stream_inside_a_frame_is_an_error_between_frames_is_not():
     client, server = open_pair()
     client.receive(ws_frame(b'x' * 100))
     client.receive(b'')
-    assert client.closed and client.error is None
+    assert client.closed and isinstance(client.error, WebSocketProtocolError) and client.error.code == 1006
+    assert 'without a close frame' in str(client.error)
 
 
 def test_frames_are_streamed_not_held_whole():
