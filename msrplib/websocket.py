@@ -258,8 +258,8 @@ class WebSocketConnection:
     lost) and ``outgoing`` holds the close frame to send before dropping
     the connection.  :attr:`closed` becomes true once the peer closed (a
     close frame, or the end of the stream -- without a close frame that is
-    an error, code 1006, as is a close frame with an error code); :attr:`messages_received` counts
-    the whole data messages received.
+    an error, code 1006, as is a close frame with an error code);
+    :attr:`messages_received` counts the whole data messages received.
 
     ``max_message_size``: the largest message accepted, all fragments
     together (default :data:`DEFAULT_MAX_MESSAGE_SIZE`); a larger one is

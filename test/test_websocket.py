@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from msrplib.protocol import URI, MSRPData, ToPathHeader, FromPathHeader
 from msrplib.testing.wsrelay import ws_frame, handshake_answer
@@ -308,3 +309,32 @@ def test_websocket_module_is_sans_io():
             'bad = [m for m in ("gevent", "socket", "ssl") if m in sys.modules]; print(bad)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == '[]', out.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=st.lists(st.binary(max_size=300), min_size=1, max_size=5),
+       fragment=st.integers(min_value=1, max_value=200), cuts=st.lists(st.integers(min_value=1, max_value=97),
+                                                                       max_size=30))
+def test_any_fragmentation_and_any_cut_of_the_bytes_give_the_same_stream(bodies, fragment, cuts):
+    # frames as a relay may send them (each chunk in a message of `fragment`-byte fragments, pings between),
+    # fed to the client in pieces of any sizes: the MSRP stream that comes out is always the same
+    chunks = [chunk_bytes('t%d' % i, body) for i, body in enumerate(bodies)]
+    wire = b''
+    for chunk in chunks:
+        pieces = [chunk[i:i + fragment] for i in range(0, len(chunk), fragment)]
+        for number, piece in enumerate(pieces):
+            wire += ws_frame(piece, OP_BINARY if number == 0 else OP_CONT, fin=number == len(pieces) - 1)
+            wire += ws_frame(b'p', OP_PING)
+    client, server = open_pair()
+    out, position = [], 0
+    for cut in cuts + [len(wire)]:
+        payload, outgoing = client.receive(wire[position:position + cut])
+        out.append(payload)
+        position += cut
+        if position >= len(wire):
+            break
+    assert client.error is None
+    assert b''.join(out) == b''.join(chunks)
+    assert client.messages_received == len(chunks)
+    splitter = ChunkSplitter()
+    assert splitter.feed(b''.join(out)) == chunks
