@@ -338,3 +338,35 @@ def test_any_fragmentation_and_any_cut_of_the_bytes_give_the_same_stream(bodies,
     assert client.messages_received == len(chunks)
     splitter = ChunkSplitter()
     assert splitter.feed(b''.join(out)) == chunks
+
+
+def _feed_all(data, cuts):
+    client, server = open_pair(max_message_size=4096)
+    out, position = [], 0
+    for cut in cuts + [len(data)]:
+        piece = data[position:position + cut]
+        position += cut
+        if piece:
+            payload, outgoing = client.receive(piece)
+            out.append(payload)
+        if position >= len(data):
+            break
+    return b''.join(out), client.error
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=600),
+                      st.lists(st.tuples(st.integers(0, 15), st.booleans(), st.binary(max_size=200)), max_size=6).map(
+                          lambda frames: b''.join(ws_frame(p, op, fin) for op, fin, p in frames))),
+       cuts=st.lists(st.integers(min_value=1, max_value=50), max_size=20))
+def test_arbitrary_bytes_give_payload_or_a_protocol_error_whatever_the_cut(data, cuts):
+    # the peer's bytes are never an exception out of receive(): payload, or error set to a WebSocketProtocolError,
+    # and the outcome does not depend on how the bytes were cut
+    whole, error = _feed_all(data, [])
+    cut, cut_error = _feed_all(data, cuts)
+    assert error is None or isinstance(error, WebSocketProtocolError)
+    assert type(error) is type(cut_error)
+    if error is None:
+        assert whole == cut
+    else:  # (how much came before the error may differ: a message over the limit is cut where it goes over)
+        assert len(whole) <= len(data) and len(cut) <= len(data)
