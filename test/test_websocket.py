@@ -370,3 +370,23 @@ def test_arbitrary_bytes_give_payload_or_a_protocol_error_whatever_the_cut(data,
         assert whole == cut
     else:  # (how much came before the error may differ: a message over the limit is cut where it goes over)
         assert len(whole) <= len(data) and len(cut) <= len(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(answer=st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.sampled_from([b'HTTP/1.1 101 Switching Protocols', b'HTTP/1.0 101 x', b'HTTP/1.1 200 OK',
+                              b'Upgrade: websocket', b'Connection: Upgrade', b'Sec-WebSocket-Protocol: msrp',
+                              b'Sec-WebSocket-Accept: x', b'Content-Length: 5', b'Transfer-Encoding: chunked',
+                              b'', b'hello', b'\xff\xfe']), max_size=8).map(lambda lines: b'\r\n'.join(lines))),
+    eof=st.booleans())
+def test_arbitrary_handshake_answers_are_a_handshake_error_or_not_open(answer, eof):
+    client = WebSocketClient('h', '/')
+    client.handshake()
+    client.receive(answer)
+    if eof:
+        client.receive(b'')
+    assert not client.open  # (no answer here carries the right Sec-WebSocket-Accept)
+    assert client.error is None or isinstance(client.error, WebSocketHandshakeError)
+    if eof:
+        assert isinstance(client.error, WebSocketHandshakeError)
