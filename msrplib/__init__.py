@@ -7,6 +7,7 @@ Modules:
 * :mod:`msrplib.connect` -- connectors, acceptors and :class:`MSRPServer`.
 * :mod:`msrplib.session` -- :class:`MSRPSession` and :class:`GreenMSRPSession`.
 * :mod:`msrplib.trafficlog` -- :class:`Logger`.
+* :mod:`msrplib.websocket` and :mod:`msrplib.wsconnect` -- MSRP over WebSocket (RFC 7977).
 """
 
 __version__ = '0.1.0'
