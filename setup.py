@@ -26,6 +26,7 @@ setup(
         'cryptography>=3.4',
         'dnspython>=2.0',
         'tqdm>=4.0',
+        'wsproto>=1.2',
     ],
     extras_require={
         'testing': ['pytest>=7', 'trustme>=1.0'],

@@ -176,9 +176,15 @@ def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None, so
     the connected gevent socket.  Raises :class:`MSRPConnectTimeout` (or
     ``timeout_class``), :class:`MSRPConnectError` (refused, unreachable, TLS
     failure), :class:`MSRPCertificateError` (the peer's certificate does
-    not verify) or :class:`~msrplib.tls.MSRPCredentialsError` (unusable
-    GnuTLS-style ``credentials``).
+    not verify), :class:`~msrplib.tls.MSRPCredentialsError` (unusable
+    GnuTLS-style ``credentials``) or
+    :class:`~msrplib.websocket.MSRPWebSocketError` for a ``;ws`` URI (a
+    WebSocket endpoint is reached only through its relay, RFC 7977).
     """
+    if uri.transport.lower() == 'ws':
+        from msrplib.websocket import MSRPWebSocketError
+        raise MSRPWebSocketError('%s is a WebSocket endpoint: it is reached only through its relay (RFC 7977); '
+                                 'use a relay (MSRPRelaySettings with ws_url for a WebSocket relay)' % (uri,))
     port = uri.port or 2855
     with (timeout_class or MSRPConnectTimeout).timeout():
         try:

@@ -22,7 +22,7 @@ from gevent.event import AsyncResult
 
 from zope.interface import implementer
 
-from msrplib import MSRPError, digest, tls
+from msrplib import MSRPError, digest, tls, websocket
 from msrplib.connect import (
     ConnectBase, MSRPTimeout, MSRPConnectTimeout, MSRPConnectError, connect_to, _bind, _close_quietly)
 from msrplib.protocol import (
@@ -91,12 +91,28 @@ class MSRPRelaySettings(ConnectInfo):
     default).  ``chunk_size`` is the body size of the chunks of large
     messages sent through this relay (None: ``MSRPSession.RELAY_CHUNK_SIZE``,
     8 KiB, which Kamailio forwards; it refuses frames over ~11 KB).
+
+    ``ws_url`` (``ws://host[:port][/path]`` or ``wss://...``): reach the
+    relay over WebSocket (RFC 7977) at that URL instead of over MSRP's own
+    TCP/TLS; ``host``, ``port`` and DNS SRV are then not used.  ``use_tls``
+    follows the URL's scheme (True for wss; a contradicting ``use_tls``
+    raises ``ValueError``, as does a bad URL); over wss the relay's
+    certificate is checked against the URL's host with the same
+    ``credentials`` rules.  This endpoint's URI then has the ``ws``
+    transport and a random ``.invalid`` host (RFC 7977 §5.2), see
+    :meth:`RelayConnection.prepare`.
     """
 
     def __init__(self, domain, username, password, host=None, port=None, use_tls=None, credentials=None,
-                 expires=None, chunk_size=None):
+                 expires=None, chunk_size=None, ws_url=None):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError('chunk_size must be positive (or None)')
+        if ws_url is not None:
+            secure = websocket.parse_ws_url(ws_url).secure
+            if use_tls is not None and bool(use_tls) != secure:
+                raise ValueError('use_tls=%r contradicts the WebSocket URL %r' % (use_tls, ws_url))
+            use_tls = secure
+        self.ws_url = ws_url
         self.chunk_size = chunk_size
         self.domain = domain
         self.username = username
@@ -108,8 +124,17 @@ class MSRPRelaySettings(ConnectInfo):
         self.expires = expires
 
     @property
+    def is_websocket(self):
+        """True when the relay is reached over WebSocket (``ws_url`` is set)."""
+        return self.ws_url is not None
+
+    @property
     def uri_domain(self):
-        """The relay's URI built from its domain: ``msrp[s]://domain[:port];tcp``."""
+        """The relay's URI built from its domain: ``msrp[s]://domain[:port];tcp`` (``;ws`` over WebSocket,
+        with the URL's port)."""
+        if self.ws_url is not None:
+            return URI(host=self.domain, port=websocket.parse_ws_url(self.ws_url).port, use_tls=self.use_tls,
+                       session_id='', transport='ws')
         return URI(host=self.domain, port=self.port, use_tls=self.use_tls, session_id='')
 
     def __str__(self):
@@ -117,6 +142,8 @@ class MSRPRelaySettings(ConnectInfo):
                                  ':%s' % self.port if self.port else '')
 
     def __repr__(self):
+        if self.ws_url is not None:
+            return 'MSRPRelaySettings(%r, %r, ws_url=%r)' % (self.domain, self.username, self.ws_url)
         return 'MSRPRelaySettings(%r, %r, host=%r, port=%r, use_tls=%r)' % (
             self.domain, self.username, self.host, self.port, self.use_tls)
 
@@ -216,18 +243,31 @@ class RelayConnection(ConnectBase):
         :class:`~msrplib.tls.MSRPCertificateError` (the relay's certificate
         does not verify), :class:`~msrplib.tls.MSRPCredentialsError` (unusable
         GnuTLS-style ``relay.credentials``), :class:`MSRPAuthTimeout` or
-        :class:`MSRPRelayAuthError`.
+        :class:`MSRPRelayAuthError`; over WebSocket (``relay.ws_url``) also
+        :class:`~msrplib.websocket.WebSocketHandshakeError` (the relay did
+        not answer 101 with the ``msrp`` subprotocol).
+
+        Over WebSocket the local URI gets the ``ws`` transport and, unless its
+        host is already one, a random ``.invalid`` host (RFC 7977 §5.2): a new
+        ``local_uri`` is ``msrp[s]://<random>.invalid:<local port>/<session>;ws``.
         """
         self.cleanup()
         sock = self._connect()
         try:
             host, port = sock.getsockname()[:2]
+            if self.relay.ws_url is not None:
+                # RFC 7977 §5.2: a WebSocket client cannot be reached but over its connection: a .invalid host
+                host = websocket.invalid_host()
             if local_uri is None:
                 local_uri = URI(host=host, port=port, use_tls=self.relay.use_tls)
             else:
                 local_uri.use_tls = self.relay.use_tls
                 if not local_uri.port:
                     local_uri.port = port
+            if self.relay.ws_url is not None:
+                local_uri.transport = 'ws'
+                if not websocket.is_invalid_host(local_uri.host):
+                    local_uri.host = host
             self.local_uri = local_uri
             self.transport = MSRPTransport(local_uri, self.logger, self.use_sessmatch, sock=sock)
         except BaseException:
@@ -248,6 +288,8 @@ class RelayConnection(ConnectBase):
         if context is not None and context.verify_mode == ssl.CERT_NONE:
             self.logger.warning('TLS relay %s is not authenticated (its credentials do not verify it, '
                                 'e.g. verify_peer false)' % (self.relay.domain,))
+        if self.relay.ws_url is not None:
+            return self._connect_websocket(context)
         for host, port in resolve_relay(self.relay):
             uri = URI(host=host, port=port, use_tls=self.relay.use_tls, session_id='')
             try:
@@ -260,6 +302,18 @@ class RelayConnection(ConnectBase):
             self.relay_uri = URI(host=self.relay.domain, port=port, use_tls=self.relay.use_tls, session_id='')
             return sock
         raise MSRPRelayConnectError(self.relay.domain, errors)
+
+    def _connect_websocket(self, context):
+        from msrplib.wsconnect import connect_websocket
+        url = websocket.parse_ws_url(self.relay.ws_url)
+        try:
+            sock = connect_websocket(self.relay.ws_url, context=context, logger=self.logger,
+                                     timeout_class=MSRPRelayConnectTimeout)
+        except MSRPConnectError as e:
+            self.logger.info('Cannot connect to relay at %s: %s' % (self.relay.ws_url, e.reason))
+            raise MSRPRelayConnectError(self.relay.ws_url, [e])
+        self.relay_uri = URI(host=self.relay.domain, port=url.port, use_tls=url.secure, session_id='', transport='ws')
+        return sock
 
     def getLocalPath(self):
         """The full local path, as :meth:`prepare` returned it."""

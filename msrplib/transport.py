@@ -392,8 +392,10 @@ class MSRPTransport:
     def attach(self, sock):
         """Use the connected socket ``sock`` for this transport."""
         self._sock = sock
-        # gevent's SSL sockets cannot be asked not to wait; plain ones can (send with timeout 0)
-        self._can_send_now = not isinstance(sock, gevent.ssl.SSLSocket) and hasattr(sock, 'send')
+        # gevent's SSL sockets cannot be asked not to wait; plain ones can (send with timeout 0); a socket-like
+        # object says so itself (a WebSocket writes whole messages: msrplib.wsconnect)
+        self._can_send_now = (not isinstance(sock, gevent.ssl.SSLSocket) and hasattr(sock, 'send')
+                              and getattr(sock, 'can_send_without_waiting', True))
         self._can_sendmsg = self._can_send_now and hasattr(sock, 'sendmsg')
         self._host = self._address(sock.getsockname)
         self._peer = self._address(sock.getpeername)
