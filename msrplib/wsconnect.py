@@ -113,6 +113,11 @@ class WebSocketSocket:
                 self._sock.sendall(frames[0] if len(frames) == 1 else b''.join(frames))
         return size
 
+    def send_raw(self, data):
+        """Write ``data`` as is on the underlying socket, between whole messages (for tests and hand-made frames)."""
+        with self._write_lock:
+            self._sock.sendall(data)
+
     def sendall(self, data, flags=0):
         """The same as :meth:`send` (which always takes everything)."""
         self.send(data)

@@ -126,14 +126,17 @@ class RelayClient:
         self.error = None           # how the connection ended (the closure exception), once it did
 
     def send_raw(self, data):
-        """Write ``data`` as is on the connection (bypassing WebSocket framing)."""
-        self.raw_sock.sendall(data)
+        """Write ``data`` as is on the connection (bypassing WebSocket framing; between the relay's own messages)."""
+        if self.websocket:
+            self.sock.send_raw(data)
+        else:
+            self.raw_sock.sendall(data)
 
     def send_message(self, data, binary=True):
         """Write ``data`` as one WebSocket message (whatever it holds: part of a chunk, several chunks)."""
         connection = self.sock.connection
         frame = connection.send_binary(data) if binary else connection.send_message(data)
-        self.raw_sock.sendall(frame)
+        self.sock.send_raw(frame)
 
     def close_raw(self):
         """Close the TCP connection at once (no close frame)."""
