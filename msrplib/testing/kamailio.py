@@ -227,17 +227,22 @@ class KamailioRelay:
 
     # -- lifecycle --------------------------------------------------------
 
-    def settings(self, tls=False, **kwargs):
+    def settings(self, tls=False, ws=False, **kwargs):
         """:class:`~msrplib.relay.MSRPRelaySettings` for this relay's account, over TLS (``tls``) or TCP.
 
+        With ``ws`` the settings reach the relay over WebSocket (RFC 7977):
+        ``ws_url`` is :attr:`wss_url` with ``tls``, else :attr:`ws_url`.
         Keyword arguments override the defaults (``host``, ``port``,
-        ``credentials`` -- over TLS, :meth:`client_ssl_context` --,
-        ``domain``, ``username``, ``password``) or add settings (e.g.
+        ``ws_url``, ``credentials`` -- over TLS, :meth:`client_ssl_context`
+        --, ``domain``, ``username``, ``password``) or add settings (e.g.
         ``chunk_size``).
         """
         from msrplib.relay import MSRPRelaySettings
-        kwargs.setdefault('host', self.host)
-        kwargs.setdefault('port', self.tls_port if tls else self.port)
+        if ws:
+            kwargs.setdefault('ws_url', self.wss_url if tls else self.ws_url)
+        else:
+            kwargs.setdefault('host', self.host)
+            kwargs.setdefault('port', self.tls_port if tls else self.port)
         kwargs.setdefault('credentials', self.client_ssl_context() if tls else None)
         return MSRPRelaySettings(kwargs.pop('domain', self.domain), kwargs.pop('username', self.username),
                                  kwargs.pop('password', self.password), use_tls=tls, **kwargs)
