@@ -166,27 +166,39 @@ def parse_attribute(line):
 
 class MediaLine(namedtuple('MediaLine', 'media port protocol formats')):
     """A parsed ``m=`` line: media (``'message'``), port (int), protocol
-    (``'TCP/MSRP'`` or ``'TCP/TLS/MSRP'``) and formats (list of str; ``['*']``
-    for MSRP).  ``str()`` gives the line back."""
+    (``'TCP/MSRP'`` or ``'TCP/TLS/MSRP'``; over WebSocket, RFC 7977,
+    ``'TCP/WS/MSRP'`` or ``'TCP/WSS/MSRP'``) and formats (list of str;
+    ``['*']`` for MSRP).  ``str()`` gives the line back."""
 
     __slots__ = ()
 
     @property
     def use_tls(self):
-        """True for ``TCP/TLS/MSRP``."""
-        return self.protocol.upper() == 'TCP/TLS/MSRP'
+        """True for ``TCP/TLS/MSRP`` and ``TCP/WSS/MSRP``."""
+        return self.protocol.upper() in ('TCP/TLS/MSRP', 'TCP/WSS/MSRP')
+
+    @property
+    def websocket(self):
+        """True for ``TCP/WS/MSRP`` and ``TCP/WSS/MSRP`` (an endpoint reached over WebSocket, RFC 7977)."""
+        return self.protocol.upper() in ('TCP/WS/MSRP', 'TCP/WSS/MSRP')
 
     def __str__(self):
         return 'm=%s %d %s %s' % (self.media, self.port, self.protocol, ' '.join(self.formats))
 
 
-def media_line(port, use_tls=False):
+def media_line(port, use_tls=False, websocket=False):
     """Return the media line of an MSRP stream (RFC 4975 §8.1):
-    ``m=message <port> TCP/MSRP *``, or ``TCP/TLS/MSRP`` with ``use_tls``.
-    ``port`` is the port of the endpoint's own URI (the last of its path)."""
+    ``m=message <port> TCP/MSRP *``, or ``TCP/TLS/MSRP`` with ``use_tls``;
+    with ``websocket`` (an endpoint on a WebSocket relay, RFC 7977)
+    ``TCP/WS/MSRP`` or ``TCP/WSS/MSRP``.  ``port`` is the port of the
+    endpoint's own URI (the last of its path)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise SDPError('invalid port for the media line: %r' % (port,))
-    return str(MediaLine('message', port, 'TCP/TLS/MSRP' if use_tls else 'TCP/MSRP', ['*']))
+    if websocket:
+        protocol = 'TCP/WSS/MSRP' if use_tls else 'TCP/WS/MSRP'
+    else:
+        protocol = 'TCP/TLS/MSRP' if use_tls else 'TCP/MSRP'
+    return str(MediaLine('message', port, protocol, ['*']))
 
 
 def parse_media_line(line):

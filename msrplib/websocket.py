@@ -458,7 +458,8 @@ class WebSocketClient(WebSocketConnection):
 
 
 class WebSocketServer(WebSocketConnection):
-    """The server side (relays; the scripted test relay): ``WebSocketServer(subprotocol='msrp', max_message_size=None)``.
+    """The server side (relays, the scripted test relay): ``WebSocketServer(subprotocol='msrp',
+    max_message_size=None)``.
 
     :meth:`receive` reads the client's request and answers it: 101 with
     ``Sec-WebSocket-Protocol: msrp`` when the client offers it, else 400

@@ -59,6 +59,7 @@ class WebSocketSocket:
         self._pending = pending        # MSRP bytes received and not yet returned by recv()
         self._write_lock = Semaphore()
         self._closed = False
+        self._broken = False           # a write was cut short: the stream may end inside a frame
 
     # -- reading
 
@@ -110,7 +111,11 @@ class WebSocketSocket:
             connection = self.connection
             frames = [connection.send_message(chunk) for chunk in chunks]
             with self._write_lock:
-                self._sock.sendall(frames[0] if len(frames) == 1 else b''.join(frames))
+                try:
+                    self._sock.sendall(frames[0] if len(frames) == 1 else b''.join(frames))
+                except BaseException:
+                    self._broken = True  # (maybe) inside a frame: no close frame can follow
+                    raise
         return size
 
     def send_raw(self, data):
@@ -152,7 +157,7 @@ class WebSocketSocket:
         if self._closed:
             return
         self._closed = True
-        frame = self.connection.close() if self.connection.error is None else b''
+        frame = self.connection.close() if self.connection.error is None and not self._broken else b''
         if not frame or self._write_lock.locked() or gevent.getcurrent() is gevent.get_hub():
             return  # (a writer is inside a message, or we may not wait: the peer sees the end of the stream)
         with gevent.Timeout(_CLOSE_FRAME_TIMEOUT, False):

@@ -72,7 +72,16 @@ def test_ws_transport_uri_round_trip_and_equality():
 
 
 def test_sdp_protocols():
+    from msrplib.sdp import media_line, parse_media_line
     assert sdp_protocol(True) == 'TCP/WSS/MSRP' and sdp_protocol(False) == 'TCP/WS/MSRP'
+    assert media_line(9, use_tls=True, websocket=True) == 'm=message 9 TCP/WSS/MSRP *'
+    assert media_line(9, websocket=True) == 'm=message 9 TCP/WS/MSRP *'
+    assert media_line(2855) == 'm=message 2855 TCP/MSRP *'
+    line = parse_media_line('m=message 9 TCP/WSS/MSRP *')
+    assert line.websocket and line.use_tls
+    line = parse_media_line('m=message 9 tcp/ws/msrp *')
+    assert line.websocket and not line.use_tls
+    assert not parse_media_line('m=message 2855 TCP/TLS/MSRP *').websocket
 
 
 # -- outgoing framing
