@@ -14,6 +14,7 @@ import ssl
 import sys
 
 from wsproto import ConnectionType, WSConnection
+from wsproto.utilities import LocalProtocolError
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection,
                             RejectData, Request, TextMessage)
 
@@ -114,7 +115,7 @@ class RawWSClient(RawClient):
                 self.closed_by_peer = event.code
                 try:
                     self.sock.sendall(self.ws.send(event.response()))
-                except Exception:  # noqa: BLE001 -- best effort close reply on a dying socket
+                except (OSError, LocalProtocolError):  # the close reply is best effort on a dying socket
                     pass
 
     def recv_frame(self, timeout=None):
