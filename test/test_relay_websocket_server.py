@@ -262,3 +262,20 @@ def test_two_frames_in_one_message_close_the_websocket(relay, clients):
     _, second = _send_raw(a, to_path, 'j2', b'BB')
     a.send(first + second)
     assert a.expect_closed(TIMEOUT)
+
+
+def test_installer_and_install_command_cover_the_websocket_modules():
+    """test/relay/install.sh (run by test/run.sh) installs and checks what KamailioRelay loads."""
+    from msrplib.testing import kamailio as kamailio_module
+    with open(os.path.join(HERE, 'relay', 'install.sh')) as f:
+        script = dict(line.split('=', 1) for line in f.read().splitlines()
+                      if line.startswith(('MODULES=', 'PACKAGES=')))
+    modules = script['MODULES='[:-1]].strip('"').split()
+    packages = script['PACKAGES='[:-1]].strip('"').split()
+    assert {'websocket.so', 'xhttp.so', 'tm.so'} <= set(kamailio_module.REQUIRED_MODULES)
+    assert sorted(modules) == sorted(kamailio_module.REQUIRED_MODULES)
+    assert 'kamailio-websocket-modules' in packages
+    assert kamailio_module.INSTALL_COMMAND.split()[-len(packages):] == packages
+    with open(kamailio_module.TEMPLATE) as f:
+        loaded = {line.split('"')[1] for line in f if line.startswith('loadmodule')}
+    assert loaded <= set(kamailio_module.REQUIRED_MODULES)
