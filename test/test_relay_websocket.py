@@ -21,13 +21,14 @@ import pytest
 from msrplib.testing import KamailioRelay
 from msrplib.testing.pytest_plugin import require_kamailio
 
-from test_relay import RecordingLogger, chat, connect, say, wait_for_refreshes
+from test_relay import RecordingLogger, assert_ended, chat, connect, say, wait_for_refreshes
 from test_relay_large import HashingSink, SeededStream, seeded_sha256
 
 from msrplib.connect import AcceptorDirect, ConnectorDirect
 from msrplib.message import DEFAULT_RELAY_CHUNK_SIZE, MessageAssembler
 from msrplib.protocol import URI
-from msrplib.relay import AcceptorRelay, ConnectorRelay
+from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPRelayAuthError
+from msrplib.websocket import WebSocketHandshakeError
 
 MiB = 1024 * 1024
 HUGE = int(os.environ.get('MSRP_WS_HUGE', 100 * MiB))
@@ -197,3 +198,35 @@ def test_refresh_over_websocket_while_the_session_works(short_relay, closing, se
     assert connector.use_path == advertised
     assert not [line for level, line in logger.lines if level == 'warning']
     assert sa.connected and sb.connected
+
+
+# ---------------------------------------------------------------------------
+# Failures
+
+
+@pytest.mark.parametrize('secure', [False, True], ids=['ws', 'wss'])
+def test_wrong_password_over_websocket_is_an_auth_error(relay, closing, secure):
+    connector = ConnectorRelay(relay.settings(tls=secure, ws=True, password='wrong'))
+    closing.append(connector)
+    with gevent.Timeout(STEP), pytest.raises(MSRPRelayAuthError) as info:
+        connector.prepare()
+    assert info.value.code == 401
+
+
+def test_an_msrp_port_refuses_the_websocket_handshake(relay, closing):
+    """ws_url pointing at Kamailio's MSRP TCP port: the script answers the upgrade with HTTP 403."""
+    connector = ConnectorRelay(relay.settings(ws=True, ws_url='ws://%s:%d/' % (relay.host, relay.port)))
+    closing.append(connector)
+    with gevent.Timeout(STEP), pytest.raises(WebSocketHandshakeError) as info:
+        connector.prepare()
+    assert info.value.status_code == 403
+
+
+def test_relay_killed_mid_session_ends_both_websocket_sessions(closing):
+    require_kamailio()
+    with KamailioRelay() as doomed:
+        _, _, sa, sb = pair(doomed, closing, 'wss', 'ws')
+        say(sa, sb, 'before the crash')
+        doomed.kill()
+        assert_ended(sa)
+        assert_ended(sb)
