@@ -279,3 +279,22 @@ def test_installer_and_install_command_cover_the_websocket_modules():
     with open(kamailio_module.TEMPLATE) as f:
         loaded = {line.split('"')[1] for line in f if line.startswith('loadmodule')}
     assert loaded <= set(kamailio_module.REQUIRED_MODULES)
+
+
+def test_stock_cmap_gives_a_websocket_client_a_use_path_on_the_websocket_listener(clients):
+    """The msrp module's own msrp_cmap_save() names the listener the AUTH came in on, ;tcp -- and Kamailio
+    reads plain MSRP on that TCP listener too, so a peer without a relay reaches the WebSocket client there."""
+    _require_kamailio()
+    with KamailioRelay(routing='cmap') as stock:
+        a = _ws_login(stock, clients, 'A')
+        assert len(a.use_path) == 1
+        assert a.use_path[0].startswith('msrp://%s:%d/msrp-' % (stock.host, stock.ws_port))
+        assert a.use_path[0].endswith(';tcp')
+        b = RawClient('B', stock.host, stock.ws_port, timeout=TIMEOUT, log=None)   # plain MSRP, no WebSocket
+        clients.append(b)
+        b.uri = 'msrp://127.0.0.1:%d/%s;tcp' % (b.local_port, new_id(10))
+        tid, _ = b.send_message(a.use_path + [a.uri], b'plain MSRP to the ws port')
+        assert b.recv_frame().code == 200
+        req = a.recv_frame()
+        assert (req.tid, req.body) == (tid, b'plain MSRP to the ws port')
+        assert req.path('From-Path') == a.use_path + [b.uri]
