@@ -45,6 +45,7 @@ from msrplib.transport import (
     MSRPTransport, MSRPTransactionError, ConnectionClosed, ChunkParseError)
 from msrplib.interfaces import IConnector, IMSRPServer
 from msrplib.trafficlog import Logger
+from msrplib.websocket import MSRPWebSocketError
 
 __all__ = [
     'MSRPTimeout', 'MSRPConnectTimeout', 'MSRPIncomingConnectTimeout', 'MSRPBindSessionTimeout',
@@ -182,7 +183,6 @@ def connect_to(uri, credentials=None, expected_fingerprint=None, logger=None, so
     WebSocket endpoint is reached only through its relay, RFC 7977).
     """
     if uri.transport.lower() == 'ws':
-        from msrplib.websocket import MSRPWebSocketError
         raise MSRPWebSocketError('%s is a WebSocket endpoint: it is reached only through its relay (RFC 7977); '
                                  'use a relay (MSRPRelaySettings with ws_url for a WebSocket relay)' % (uri,))
     port = uri.port or 2855

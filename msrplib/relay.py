@@ -31,6 +31,7 @@ from msrplib.protocol import (
 from msrplib.interfaces import IConnector
 from msrplib.trafficlog import Logger
 from msrplib.transport import MSRPTransport, MSRPTransactionError
+from msrplib.wsconnect import connect_websocket
 
 __all__ = [
     'MSRPRelaySettings', 'RelayConnection', 'ConnectorRelay', 'AcceptorRelay', 'resolve_relay',
@@ -304,7 +305,6 @@ class RelayConnection(ConnectBase):
         raise MSRPRelayConnectError(self.relay.domain, errors)
 
     def _connect_websocket(self, context):
-        from msrplib.wsconnect import connect_websocket
         url = websocket.parse_ws_url(self.relay.ws_url)
         try:
             sock = connect_websocket(self.relay.ws_url, context=context, logger=self.logger,

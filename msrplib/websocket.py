@@ -53,6 +53,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_ABNORMAL = 1006  # (never sent: the code of a connection that ended without a close frame)
 _CLEAN_CLOSE_CODES = (CLOSE_NORMAL, CLOSE_GOING_AWAY, 1005)  # 1005: a close frame without a code
 
 
@@ -256,7 +257,8 @@ class WebSocketConnection:
     once ``payload`` was delivered (the chunks before a bad frame are not
     lost) and ``outgoing`` holds the close frame to send before dropping
     the connection.  :attr:`closed` becomes true once the peer closed (a
-    close frame, or the end of the stream); :attr:`messages_received` counts
+    close frame, or the end of the stream -- without a close frame that is
+    an error, code 1006, as is a close frame with an error code); :attr:`messages_received` counts
     the whole data messages received.
 
     ``max_message_size``: the largest message accepted, all fragments
@@ -293,8 +295,13 @@ class WebSocketConnection:
         if not data:
             self.closed = True
             if self.open and self._inside_frame():
-                self.error = WebSocketProtocolError('Connection closed in the middle of a WebSocket frame')
-            elif not self.open:
+                self.error = WebSocketProtocolError('Connection closed in the middle of a WebSocket frame',
+                                                    CLOSE_ABNORMAL)
+            elif self.open:
+                # RFC 6455 §7.1.5: a WebSocket that ends without the close handshake was closed abnormally
+                self.error = WebSocketProtocolError('WebSocket connection closed without a close frame',
+                                                    CLOSE_ABNORMAL)
+            else:
                 self.error = self._eof_during_handshake()
             return b'', b''
         try:

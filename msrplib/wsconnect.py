@@ -38,10 +38,10 @@ class WebSocketSocket:
     ``pending`` MSRP bytes already received with the handshake.
 
     ``recv(size)`` returns the MSRP bytes of the messages received (b'' once
-    the peer closed, by a close frame or by ending the stream between
-    frames); a peer that breaks the WebSocket protocol, sends a message over
-    ``connection.max_message_size`` or ends the stream inside a frame makes
-    it raise :class:`~msrplib.websocket.WebSocketProtocolError` (a
+    the peer closed with a close frame); a peer that breaks the WebSocket
+    protocol, sends a message over ``connection.max_message_size``, closes
+    with an error code or ends the stream without a close frame (inside a
+    frame or not) makes it raise :class:`~msrplib.websocket.WebSocketProtocolError` (a
     ``ConnectionError``: the transport reports
     :class:`~msrplib.transport.ConnectionLost`) after a close frame with the
     matching code was sent.  Pings are answered.  ``send(data)`` takes the

@@ -71,6 +71,26 @@ def test_ws_transport_uri_round_trip_and_equality():
     assert uri != URI.parse('msrp://df7jal23ls0d.invalid:2855/98cjs;ws')
 
 
+def test_incoming_paths_are_checked_against_a_websocket_uri():
+    from msrplib.transport import MSRPTransport, MSRPNoSuchSessionError
+    local = URI.parse('msrps://k3x9q0a7b2m1.invalid:53412/mine;ws')
+    relay = URI.parse('msrps://relay.example.com:2855/r1;tcp')
+    peer = URI.parse('msrps://peer.example.com:2855/theirs;tcp')
+    transport = MSRPTransport(local)
+    transport.set_local_path([relay])
+    transport.set_full_remote_path([peer])
+
+    def send(to_uri):
+        chunk = MSRPData('t', method='SEND')
+        chunk.add_header(ToPathHeader(decoded=[to_uri]))
+        chunk.add_header(FromPathHeader(decoded=[relay, peer]))
+        return chunk
+    assert transport.check_incoming_SEND_chunk(send(URI.parse('msrps://K3X9Q0A7B2M1.INVALID:53412/mine;WS'))) is None
+    for other in ['msrps://k3x9q0a7b2m1.invalid:53412/mine;tcp', 'msrp://k3x9q0a7b2m1.invalid:53412/mine;ws',
+                  'msrps://k3x9q0a7b2m1.invalid:53412/other;ws']:
+        assert isinstance(transport.check_incoming_SEND_chunk(send(URI.parse(other))), MSRPNoSuchSessionError)
+
+
 def test_sdp_protocols():
     from msrplib.sdp import media_line, parse_media_line
     assert sdp_protocol(True) == 'TCP/WSS/MSRP' and sdp_protocol(False) == 'TCP/WS/MSRP'
@@ -261,7 +281,7 @@ def test_message_size_counts_each_message_separately():
     assert len(payload) == 4500 and client.error is None and client.messages_received == 5
 
 
-def test_end_of_stream_inside_a_frame_is_an_error_between_frames_is_not():
+def test_end_of_stream_without_a_close_frame_is_an_error_inside_a_frame_or_not():
     client, server = open_pair()
     client.receive(ws_frame(b'x' * 100, length=200))
     client.receive(b'')
@@ -273,7 +293,8 @@ def test_end_of_stream_inside_a_frame_is_an_error_between_frames_is_not():
     client, server = open_pair()
     client.receive(ws_frame(b'x' * 100))
     client.receive(b'')
-    assert client.closed and client.error is None
+    assert client.closed and isinstance(client.error, WebSocketProtocolError) and client.error.code == 1006
+    assert 'without a close frame' in str(client.error)
 
 
 def test_frames_are_streamed_not_held_whole():

@@ -80,37 +80,55 @@ def wait_for(condition, what):
             gevent.sleep(0.01)
 
 
+def assert_one_answer(client, sent):
+    """The victim answered chunk ``sent`` exactly once, with 200 (as the relay's side ``client`` saw)."""
+    def answers():
+        return [entry for entry in client.history if entry[1] == sent.transaction_id]
+    wait_for(lambda: answers(), 'the answer to %s' % sent.transaction_id)
+    gevent.sleep(0.1)
+    assert answers() == [(200, sent.transaction_id)]
+
+
 # ---------------------------------------------------------------------------
 # Framing a real relay would not produce
 
 def test_fragmented_frames_with_a_ping_in_between_carry_one_chunk(relay, closing):
     sa, sb, client_b, chunk_for_b = pair(relay, closing)
-    data = chunk_for_b(b'in three fragments').encode()
+    sent = chunk_for_b(b'in three fragments')
+    data = sent.encode()
     client_b.send_raw(ws_frame(data[:5], OP_BINARY, fin=False) + ws_frame(b'hi', OP_PING) +
                       ws_frame(data[5:40], OP_CONT, fin=False) + ws_frame(data[40:], OP_CONT))
     chunk = receive(sb)
     assert chunk.data == b'in three fragments'
-    wait_for(lambda: client_b.chunks_received >= 2, 'the 200 to the fragmented SEND')  # the binding + this 200
+    assert_one_answer(client_b, sent)
     chat(sa, sb)
     assert sb.incoming.empty()
 
 
 def test_a_chunk_split_over_two_messages_is_delivered_once(relay, closing):
     sa, sb, client_b, chunk_for_b = pair(relay, closing)
-    data = chunk_for_b(b'split in two messages').encode()
+    sent = chunk_for_b(b'split in two messages')
+    data = sent.encode()
     client_b.send_message(data[:30])
     gevent.sleep(0.05)
     client_b.send_message(data[30:])
     assert receive(sb).data == b'split in two messages'
+    assert_one_answer(client_b, sent)
     chat(sa, sb)
     assert sb.incoming.empty()
 
 
 def test_chunks_joined_in_one_message_are_each_delivered_once(relay, closing):
     sa, sb, client_b, chunk_for_b = pair(relay, closing)
-    joined = b''.join(chunk_for_b(b'joined %d' % i, message_id='j%d' % i).encode() for i in range(3))
-    client_b.send_message(joined, binary=False)
+    chunks = [chunk_for_b(b'joined %d' % i, message_id='j%d' % i) for i in range(3)]
+    client_b.send_message(b''.join(chunk.encode() for chunk in chunks), binary=False)
     assert [receive(sb).data for _ in range(3)] == [b'joined 0', b'joined 1', b'joined 2']
+
+    def answers():
+        return [entry for entry in client_b.history if entry[1] in {c.transaction_id for c in chunks}]
+    wait_for(lambda: len(answers()) == 3, 'the three 200s')
+    gevent.sleep(0.1)
+    assert sorted(answers()) == sorted((200, c.transaction_id) for c in chunks)  # one answer per chunk
     chat(sa, sb)
     assert sb.incoming.empty()
 
@@ -147,6 +165,20 @@ def test_relay_closing_after_a_message_holding_half_a_chunk_is_a_lost_connection
     client_b.send_raw(ws_frame(b'', OP_CLOSE))
     error = ended_with(sb, ConnectionLost)
     assert 'middle of a chunk' in str(error)
+
+
+def test_relay_cut_during_a_large_outgoing_message_fails_that_message(relay, closing):
+    from msrplib.transport import MSRPTransactionError
+    sa, sb, client_b, chunk_for_b = pair(relay, closing)
+    [client_a] = [c for c in relay.clients if c is not client_b]
+    with gevent.Timeout(T):
+        message = sa.send_large_message(os.urandom(4 * MiB), 'application/octet-stream')
+        wait_for(lambda: client_a.chunks_received > 20, 'the transfer to start')
+        client_a.close_raw()
+        with pytest.raises((MSRPTransactionError, ConnectionLost)):
+            message.wait()
+    assert not message.confirmed
+    ended_with(sa, ConnectionLost)
 
 
 def test_close_frame_between_chunks_is_a_clean_close(relay, closing):

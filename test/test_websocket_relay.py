@@ -211,3 +211,14 @@ def test_wss_certificate_from_an_untrusted_ca_is_refused(closing):
         closing.append(connector)
         with gevent.Timeout(STEP), pytest.raises(MSRPCertificateError):
             connector.prepare()
+
+
+@pytest.mark.parametrize('tls', [False, True], ids=['ws', 'wss'])
+def test_session_pair_through_the_scripted_relay_runs_over_websocket(tls):
+    from msrplib.testing import session_pair
+    with ScriptedWebSocketRelay(tls=tls) as relay:
+        with session_pair(tls=tls, relay=relay) as (active, passive):
+            assert active.msrp.local_uri.transport == passive.msrp.local_uri.transport == 'ws'
+            chat(active, passive)
+        with pytest.raises(ValueError):
+            relay.settings(not tls)

@@ -80,7 +80,7 @@ def _relay_settings(relay, use_tls):
     from msrplib.relay import MSRPRelaySettings
     if isinstance(relay, MSRPRelaySettings):
         return relay
-    return relay.settings(use_tls)  # a KamailioRelay
+    return relay.settings(use_tls)  # a KamailioRelay or a ScriptedWebSocketRelay
 
 
 def _close_session(session, timeout):
@@ -99,8 +99,9 @@ def session_pair(tls=False, relay=None, cls=GreenMSRPSession, timeout=DEFAULT_TI
     ``tls=True`` runs msrps with an ephemeral self-signed certificate that
     the connecting side checks by its fingerprint (as the SDP
     ``a=fingerprint`` would tell it).  ``relay`` (a
-    :class:`~msrplib.testing.KamailioRelay` or an
-    :class:`~msrplib.relay.MSRPRelaySettings`) puts both sides behind that
+    :class:`~msrplib.testing.KamailioRelay`, a
+    :class:`~msrplib.testing.ScriptedWebSocketRelay` -- both sides then
+    over WebSocket -- or an :class:`~msrplib.relay.MSRPRelaySettings`) puts both sides behind that
     relay (``ConnectorRelay`` and ``AcceptorRelay``).  ``cls`` makes the
     sessions, with ``session_kwargs`` (``accept_types``, ``on_incoming_cb``...).
     The context yields a :class:`SessionPair` and closes both sessions on exit.

@@ -36,6 +36,7 @@ Every wait takes a timeout and raises :class:`~msrplib.testing.WaitTimeout`.
 """
 
 import base64
+import collections
 import hashlib
 import os
 import ssl
@@ -108,7 +109,8 @@ class RelayClient:
     connection), ``websocket`` (True for a WebSocket client), ``use_path``
     (the relay URI given to it by AUTH, None before), ``auth_count`` (AUTH
     requests answered 200: 1 + refreshes), ``expires``, ``chunks_received``
-    (every chunk read from the client).
+    (every chunk read from the client) and ``history`` (the last 1000 of
+    them as ``(method or response code, transaction id)``).
     """
 
     def __init__(self, relay, sock, raw_sock, websocket):
@@ -120,6 +122,7 @@ class RelayClient:
         self.use_path = None
         self.auth_count = 0
         self.chunks_received = 0
+        self.history = collections.deque(maxlen=1000)
         self.expires = None
         self.nonce = os.urandom(8).hex()
         self.closed = gevent.event.Event()
@@ -239,13 +242,19 @@ class ScriptedWebSocketRelay:
         """The relay's MSRP URI on its MSRP port (session-less)."""
         return URI(host=self.domain, port=self.tcp_port, use_tls=self.tls, session_id='')
 
-    def settings(self, ws=True, **kwargs):
+    def settings(self, tls=None, ws=True, **kwargs):
         """:class:`~msrplib.relay.MSRPRelaySettings` for this relay: over WebSocket (``ws``) or its MSRP port.
 
-        Keyword arguments override the account (``domain``, ``username``,
-        ``password``) or add settings (``chunk_size``, ``expires``...).
+        ``tls`` is there for the callers of ``KamailioRelay.settings(tls)``
+        (e.g. :func:`~msrplib.testing.session_pair`): None or the relay's own
+        ``tls`` (anything else raises ``ValueError``: TLS is chosen when the
+        relay is made).  Keyword arguments override the account (``domain``,
+        ``username``, ``password``) or add settings (``chunk_size``,
+        ``expires``...).
         """
         from msrplib.relay import MSRPRelaySettings
+        if tls is not None and bool(tls) != self.tls:
+            raise ValueError('this relay was made with tls=%s' % (self.tls,))
         if self.tls:
             kwargs.setdefault('credentials', self.client_ssl_context())
         if ws:
@@ -345,6 +354,7 @@ class ScriptedWebSocketRelay:
                 if chunk is None:
                     continue
                 client.chunks_received += 1
+                client.history.append((chunk.method or chunk.code, chunk.transaction_id))
                 if chunk.method == 'AUTH':
                     self._auth(client, chunk)
                 else:
