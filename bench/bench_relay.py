@@ -1,6 +1,7 @@
 """Bulk through a local Kamailio MSRP relay, next to the same transfer on a direct connection.
 
     python bench/bench_relay.py [--size MiB] [--repeat N] [--json]
+    python bench/bench_relay.py --websocket [--size MiB] [--count N] [--repeat N] [--json]
 
 Starts Kamailio (msrplib.testing.KamailioRelay; its default TCP/TLS settings,
 warnings-only logging) and sends SIZE MiB (default 256) as ONE message with
@@ -11,6 +12,12 @@ the relay over TCP and over TLS (both ends through the relay: 8 KiB chunks,
 paced on the receiver's REPORTs).  Each transfer is timed by the sender,
 from the call to ``message.wait()`` returning (every byte confirmed through
 the relay; every 200 in directly).  The machine should be otherwise idle.
+
+``--websocket`` (issue 22): both ends through the same relay over plain TCP
+and over ws:// (RFC 7977, ``MSRPRelaySettings(ws_url=...)``), side by side:
+W1 (``--count`` 100 B messages with ``deliver_message``, one by one; each
+waits for the relay's hop-by-hop 200, the receiver counts them all) and the
+bulk transfer above.  Four figures: chat_tcp, chat_ws (msg/s), tcp, ws (MB/s).
 """
 
 import argparse
@@ -78,12 +85,18 @@ def _relay_settings(relay_json):
     context = None
     if info['tls']:
         context = ssl.create_default_context(cafile=info['ca_file'])
+    if info.get('ws_url'):
+        return MSRPRelaySettings(info['domain'], info['username'], info['password'], ws_url=info['ws_url'],
+                                 credentials=context)
     return MSRPRelaySettings(info['domain'], info['username'], info['password'], host=info['host'],
                              port=info['port'], use_tls=info['tls'], credentials=context)
 
 
-def receiver(relay_json):
-    """Child: print our full path, accept one peer, receive one message, print its size (JSON)."""
+def receiver(relay_json, mode='bulk'):
+    """Child: print our full path, accept one peer, receive one message, print its size (JSON).
+
+    ``mode`` ``chat:N``: receive N messages instead and print their count.
+    """
     import gevent
     from msrplib.connect import AcceptorDirect
     from msrplib.message import MessageAssembler
@@ -99,6 +112,14 @@ def receiver(relay_json):
     print(' '.join(str(uri) for uri in path), flush=True)
     transport = acceptor.complete(None)
     session = GreenMSRPSession(transport, assembler=MessageAssembler(max_message_size=1 << 40, open_file=Sink))
+    if mode.startswith('chat:'):
+        count = int(mode[len('chat:'):])
+        with gevent.Timeout(900):
+            for _ in range(count):
+                session.receive_chunk()
+        print(json.dumps({'count': count}), flush=True)
+        session.shutdown()
+        return
     with gevent.Timeout(900):
         message = session.receive_chunk()
         gevent.sleep(0.5)  # let the last REPORT go out
@@ -106,18 +127,24 @@ def receiver(relay_json):
     session.shutdown()
 
 
-def transfer(size, relay=None, tls=False):
-    """Seconds to send ``size`` bytes to a receiver process (through ``relay`` when given)."""
+def _relay_json(relay, tls, ws):
+    if relay is None:
+        return ''
+    return json.dumps({'domain': relay.domain, 'username': relay.username, 'password': relay.password,
+                       'host': relay.host, 'port': relay.tls_port if tls else relay.port, 'tls': tls,
+                       'ca_file': relay.ca_file,
+                       'ws_url': (relay.wss_url if tls else relay.ws_url) if ws else None})
+
+
+def transfer(size, relay=None, tls=False, ws=False):
+    """Seconds to send ``size`` bytes to a receiver process (through ``relay`` when given; over WebSocket
+    with ``ws``)."""
     import gevent
     from msrplib.connect import ConnectorDirect
     from msrplib.protocol import URI
     from msrplib.relay import ConnectorRelay
     from msrplib.session import GreenMSRPSession
-    relay_json = ''
-    if relay is not None:
-        relay_json = json.dumps({'domain': relay.domain, 'username': relay.username, 'password': relay.password,
-                                 'host': relay.host, 'port': relay.tls_port if tls else relay.port, 'tls': tls,
-                                 'ca_file': relay.ca_file})
+    relay_json = _relay_json(relay, tls, ws)
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--receiver', relay_json],
                              stdout=subprocess.PIPE, text=True)
     try:
@@ -138,6 +165,50 @@ def transfer(size, relay=None, tls=False):
         child.wait(timeout=30)
 
 
+def chat(count, relay, ws=False):
+    """Messages/s of ``count`` 100 B ``deliver_message`` calls, one by one, both ends through ``relay``
+    (over ws:// with ``ws``, else TCP); the receiver process counts every one."""
+    import gevent
+    from msrplib.relay import ConnectorRelay
+    from msrplib.protocol import URI
+    from msrplib.session import GreenMSRPSession
+    relay_json = _relay_json(relay, False, ws)
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--receiver', relay_json,
+                              'chat:%d' % count], stdout=subprocess.PIPE, text=True)
+    try:
+        path = [URI.parse(text) for text in child.stdout.readline().split()]
+        connector = ConnectorRelay(_relay_settings(relay_json))
+        connector.prepare(None)
+        session = GreenMSRPSession(connector.complete(path))
+        message = b'x' * 100
+        with gevent.Timeout(900):
+            started = time.monotonic()
+            for _ in range(count):
+                session.deliver_message(message, 'text/plain')
+            elapsed = time.monotonic() - started
+        result = json.loads(child.stdout.readline())
+        assert result['count'] == count, result
+        session.shutdown()
+        return count / elapsed
+    finally:
+        child.wait(timeout=30)
+
+
+def run_websocket(size, count, repeat):
+    """W1 and bulk through one Kamailio relay, both ends over TCP and both over ws://."""
+    from msrplib.testing import KamailioRelay
+    rates = {'chat_tcp': [], 'chat_ws': [], 'tcp': [], 'ws': []}
+    with KamailioRelay(debug=1) as relay:
+        for _ in range(repeat):
+            rates['chat_tcp'].append(chat(count, relay))
+            rates['chat_ws'].append(chat(count, relay, ws=True))
+            rates['tcp'].append(size / transfer(size, relay, False) / 1e6)
+            rates['ws'].append(size / transfer(size, relay, False, ws=True) / 1e6)
+    result = {name: statistics.median(values) for name, values in rates.items()}
+    result['runs'] = rates
+    return result
+
+
 def run(size, repeat):
     from msrplib.testing import KamailioRelay
     rates = {'direct': [], 'tcp': [], 'tls': []}
@@ -153,13 +224,24 @@ def run(size, repeat):
 
 def main(argv=None):
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == '--receiver':
-        receiver(sys.argv[2])
+        receiver(*sys.argv[2:4])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--size', type=int, default=256, help='MiB per transfer (default 256)')
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--json', action='store_true')
+    parser.add_argument('--websocket', action='store_true', help='W1 and bulk over TCP and over ws:// via the relay')
+    parser.add_argument('--count', type=int, default=5000, help='--websocket: chat messages per run (default 5000)')
     options = parser.parse_args(argv)
+    if options.websocket:
+        result = run_websocket(options.size * MiB, options.count, options.repeat)
+        if options.json:
+            print(json.dumps(result))
+        else:
+            for name, unit in (('chat_tcp', 'msg/s'), ('chat_ws', 'msg/s'), ('tcp', 'MB/s'), ('ws', 'MB/s')):
+                runs = ', '.join('%.1f' % r for r in result['runs'][name])
+                print('%-8s %9.1f %s  runs %s' % (name, result[name], unit, runs))
+        return 0
     result = run(options.size * MiB, options.repeat)
     if options.json:
         print(json.dumps(result))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every msrplib benchmark in one command, one table (a script, not a test).
 
-    python bench/run.py [--quick] [--only W1,W2,W3,W4,W5,MEM,TLS,RELAY] [--sessions N] [--repeat R]
+    python bench/run.py [--quick] [--only W1,W2,W3,W4,W5,MEM,TLS,RELAY,WS] [--sessions N] [--repeat R]
 
 Workloads (sender and receiver in separate processes except W4 and W5):
 
@@ -33,6 +33,12 @@ RELAY bulk through a local Kamailio relay, both ends through it, over TCP and
      ``send_large_message`` and its defaults (8 KiB chunks, paced on the
      receiver's REPORTs), next to the same transfer on a direct connection
      in the same run (bench_relay.py).  Skipped when Kamailio is missing.
+WS   MSRP over WebSocket (RFC 7977) through the same kind of Kamailio relay,
+     both ends over ws:// next to both ends over plain TCP, one relay for
+     both: W1 (5,000 x 100 B deliver_message one by one; 500 with --quick;
+     the 200 comes from the relay, hop by hop) and bulk (256 MiB as one
+     send_large_message; 32 MiB with --quick) (bench_relay.py --websocket).
+     Skipped when Kamailio or its websocket module is missing.
 
 Each figure is the median of ``--repeat`` runs (default 3; W5 and MEM run
 once), measured and reference runs alternating so that a change of load on
@@ -59,7 +65,7 @@ import bench_bulk  # noqa: E402
 import bench_parser  # noqa: E402
 import bench_session  # noqa: E402
 
-WORKLOADS = ('W1', 'W2', 'W3', 'W4', 'W5', 'MEM', 'TLS', 'RELAY')
+WORKLOADS = ('W1', 'W2', 'W3', 'W4', 'W5', 'MEM', 'TLS', 'RELAY', 'WS')
 
 
 class Row:
@@ -198,6 +204,26 @@ def relay_bulk(options):
                 'TLS runs %s' % ', '.join('%.0f' % r for r in runs['tls']))]
 
 
+def websocket_relay(options):
+    from msrplib.testing.kamailio import kamailio_available
+    if not kamailio_available():
+        sys.stderr.write('WS skipped: Kamailio with the msrp and websocket modules is not installed\n')
+        return []
+    size = 32 if options.quick else 256
+    count = 500 if options.quick else 5000
+    result = _child_json('bench_relay.py', '--websocket', '--size', str(size), '--count', str(count),
+                         '--repeat', str(options.repeat))
+    runs = result['runs']
+
+    def row(kind, what, unit):
+        tcp, ws = result[kind + 'tcp'], result[kind + 'ws']
+        return Row('WS', what, ws, unit, '%.0f %s over TCP' % (tcp, unit), ws / tcp, '', None,
+                   'ws runs %s; TCP runs %s' % (', '.join('%.0f' % r for r in runs[kind + 'ws']),
+                                               ', '.join('%.0f' % r for r in runs[kind + 'tcp'])))
+    return [row('chat_', 'W1 via Kamailio over ws://, both ends: %d x 100 B deliver_message' % count, 'msg/s'),
+            row('', 'bulk via Kamailio over ws://, both ends: %d MiB send_large_message' % size, 'MB/s')]
+
+
 # ---------------------------------------------------------------------------
 
 def print_table(rows, out=sys.stdout):
@@ -278,6 +304,8 @@ def main(argv=None):
                 rows += tls_bulk(options, directory)
             elif name == 'RELAY':
                 rows += relay_bulk(options)
+            elif name == 'WS':
+                rows += websocket_relay(options)
     print_table(rows)
     print('\n(%.0f s)' % (time.monotonic() - started))
     return 0

@@ -23,6 +23,7 @@ import signal
 import ssl
 import sys
 import unicodedata
+import urllib.parse
 
 import gevent
 import gevent.pool
@@ -40,6 +41,7 @@ from msrplib.sdp import FILE_HASH_ALGORITHMS, FileSelector, SDPError
 from msrplib.session import GreenMSRPSession, MSRPSessionError, SessionState
 from msrplib.trafficlog import Logger, escape_controls
 from msrplib.transport import ConnectionClosed, MSRPTransactionError, make_report
+from msrplib.websocket import MSRPWebSocketError
 
 __all__ = ['main', 'EXIT_OK', 'EXIT_USAGE', 'EXIT_CONNECT', 'EXIT_AUTH', 'EXIT_TLS', 'EXIT_TRANSFER',
            'EXIT_INTERRUPTED', 'EXIT_CODES']
@@ -149,34 +151,78 @@ def parse_path(text):
     if not path[-1].session_id:
         raise _usage_error('bad path: the last URI %s has no session-id' % (path[-1],))
     for uri in path:
-        if uri.transport.lower() != 'tcp':
-            raise _usage_error('bad URI: %s: only the tcp transport is supported' % (uri,))
+        if uri.transport.lower() not in ('tcp', 'ws'):
+            raise _usage_error('bad URI: %s: only the tcp and ws transports are supported' % (uri,))
     return path
 
 
 def relay_settings(args):
-    """The :class:`~msrplib.relay.MSRPRelaySettings` of ``--relay`` and friends, or None."""
+    """The :class:`~msrplib.relay.MSRPRelaySettings` of ``--relay`` and friends, or None.
+
+    ``--relay`` is ``USER[:PASSWORD]@DOMAIN`` (MSRP over TCP/TLS, RFC 4976)
+    or a WebSocket URL ``ws[s]://USER[:PASSWORD]@HOST[:PORT][/PATH]``
+    (RFC 7977; the relay's domain is HOST).  Without a password it comes from
+    ``MSRP_RELAY_PASSWORD``.  Raises :class:`CommandError` (status 2) for a
+    malformed value.
+    """
     if not args.relay:
         return None
+    if args.relay.lower().startswith(('ws://', 'wss://')):
+        return _websocket_relay_settings(args)
     userinfo, at, domain = args.relay.rpartition('@')
     if not at or not userinfo or not domain:
-        raise _usage_error('--relay must be USER:PASSWORD@DOMAIN (or USER@DOMAIN with MSRP_RELAY_PASSWORD set)')
+        raise _usage_error('--relay must be USER:PASSWORD@DOMAIN or wss://USER:PASSWORD@HOST[:PORT][/PATH] '
+                           '(or without :PASSWORD, with MSRP_RELAY_PASSWORD set)')
+    username, password = _relay_credentials(args, userinfo)
+    return MSRPRelaySettings(domain, username, password, host=args.relay_host, port=args.relay_port,
+                             use_tls=not args.relay_no_tls, credentials=_relay_context(args))
+
+
+def _relay_credentials(args, userinfo):
     username, colon, password = userinfo.partition(':')
     if not colon:
         password = os.environ.get('MSRP_RELAY_PASSWORD')
         if password is None:
-            raise _usage_error('--relay %s has no password: give USER:PASSWORD@DOMAIN or set MSRP_RELAY_PASSWORD'
+            raise _usage_error('--relay %s has no password: give USER:PASSWORD@... or set MSRP_RELAY_PASSWORD'
                                % (args.relay,))
     if not username:
         raise _usage_error('--relay: the user name is empty')
-    context = None
-    if args.relay_ca:
-        try:
-            context = gevent.ssl.create_default_context(cafile=args.relay_ca)
-        except (OSError, ssl.SSLError) as e:
-            raise _usage_error('--relay-ca %s: %s' % (args.relay_ca, e))
-    return MSRPRelaySettings(domain, username, password, host=args.relay_host, port=args.relay_port,
-                             use_tls=not args.relay_no_tls, credentials=context)
+    return username, password
+
+
+def _relay_context(args):
+    if not args.relay_ca:
+        return None
+    try:
+        return gevent.ssl.create_default_context(cafile=args.relay_ca)
+    except (OSError, ssl.SSLError) as e:
+        raise _usage_error('--relay-ca %s: %s' % (args.relay_ca, e))
+
+
+def _websocket_relay_settings(args):
+    # --relay ws[s]://USER[:PASSWORD]@HOST[:PORT][/PATH]: the credentials come out of the URL the relay gets
+    scheme, _, rest = args.relay.partition('://')
+    authority, slash, path = rest.partition('/')
+    userinfo, at, hostport = authority.rpartition('@')
+    if not at or not userinfo:
+        raise _usage_error('--relay %s://...: give the account as %s://USER:PASSWORD@HOST[:PORT][/PATH] '
+                           '(or USER@HOST with MSRP_RELAY_PASSWORD set)' % (scheme, scheme))
+    if args.relay_host or args.relay_port or args.relay_no_tls:
+        raise _usage_error('--relay-host, --relay-port and --relay-no-tls do not apply to a WebSocket relay: '
+                           'the URL says where it is, and wss:// or ws:// whether TLS is used')
+    username, password = _relay_credentials(args, userinfo)
+    username, password = urllib.parse.unquote(username), urllib.parse.unquote(password)
+    url = '%s://%s%s%s' % (scheme.lower(), hostport, slash, path)
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError as e:
+        raise _usage_error('--relay: bad WebSocket URL %s: %s' % (url, e))
+    if not host:
+        raise _usage_error('--relay: the WebSocket URL %s has no host' % (url,))
+    try:
+        return MSRPRelaySettings(host, username, password, ws_url=url, credentials=_relay_context(args))
+    except ValueError as e:
+        raise _usage_error('--relay: %s' % (e,))
 
 
 def _positive_float(text):
@@ -222,8 +268,9 @@ def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group('common options')
     group.add_argument('--relay', metavar='USER:PASSWORD@DOMAIN',
-                       help='go through this MSRP relay (RFC 4976); without :PASSWORD it is read from '
-                            'the MSRP_RELAY_PASSWORD environment variable')
+                       help='go through this MSRP relay (RFC 4976), or wss://USER:PASSWORD@HOST[:PORT][/PATH] '
+                            '(ws://...) for one reached over WebSocket (RFC 7977); without :PASSWORD it is '
+                            'read from the MSRP_RELAY_PASSWORD environment variable')
     group.add_argument('--relay-host', metavar='HOST', help='where the relay is (default: DNS SRV of DOMAIN, '
                                                             'else DOMAIN)')
     group.add_argument('--relay-port', metavar='PORT', type=_port, help='relay port (default 2855)')
@@ -461,6 +508,9 @@ def _establishing(tls_expected=None):
         raise CommandError(str(e), EXIT_CONNECT)
     except MSRPTransactionError as e:
         raise CommandError('the peer refused the session: %s %s' % (e.code, e.comment), EXIT_CONNECT)
+    except MSRPWebSocketError as e:
+        # the relay refused the WebSocket (e.g. HTTP 400/404, no msrp subprotocol), or a ;ws URI to connect to directly
+        raise CommandError(str(e), EXIT_CONNECT)
 
 
 def _peer_failure(error, logger, listener):

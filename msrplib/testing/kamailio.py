@@ -8,6 +8,8 @@ Plain Python, no other msrplib imports, so it can test msrplib from the outside:
         ctx = relay.client_ssl_context()     # trusts relay.ca
         tls = ctx.wrap_socket(socket.create_connection(
             (relay.host, relay.tls_port), timeout=5), server_hostname='localhost')
+        relay.ws_url                         # 'ws://127.0.0.1:<ws_port>/'  (RFC 7977,
+        relay.wss_url                        # 'wss://127.0.0.1:<wss_port>/' subprotocol msrp)
 
 The relay runs ``kamailio -DD -E -f <cfg>`` in the foreground in its own
 process group, rendered from ``kamailio.cfg.in`` (package data next to this
@@ -17,7 +19,7 @@ says what the relay sends.
 
 Kamailio itself is not a Python package; on Debian or Ubuntu::
 
-    sudo apt-get install -y --no-install-recommends kamailio kamailio-tls-modules
+    sudo apt-get install -y --no-install-recommends kamailio kamailio-tls-modules kamailio-websocket-modules
 
 (:data:`INSTALL_COMMAND`).  The certificates need ``trustme``
 (``pip install 'msrplib[testing]'``).
@@ -39,7 +41,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(HERE, 'kamailio.cfg.in')
 
 #: The one line that installs Kamailio with the modules the relay needs (Debian, Ubuntu).
-INSTALL_COMMAND = 'sudo apt-get install -y --no-install-recommends kamailio kamailio-tls-modules'
+INSTALL_COMMAND = ('sudo apt-get install -y --no-install-recommends kamailio kamailio-tls-modules '
+                   'kamailio-websocket-modules')
 
 #: Where Debian (and a default source build) put kamailio modules.
 MODULE_DIRS = (
@@ -52,8 +55,8 @@ MODULE_DIRS = (
 )
 
 #: Modules the configuration loads.
-REQUIRED_MODULES = ('msrp.so', 'tls.so', 'auth.so', 'sl.so', 'pv.so',
-                    'xlog.so', 'htable.so', 'cfgutils.so')
+REQUIRED_MODULES = ('msrp.so', 'tls.so', 'auth.so', 'sl.so', 'tm.so', 'pv.so',
+                    'xlog.so', 'htable.so', 'cfgutils.so', 'xhttp.so', 'websocket.so')
 
 
 class KamailioRelayError(RuntimeError):
@@ -103,13 +106,21 @@ def _free_ports(host, count):
 
 
 class KamailioRelay:
-    """A Kamailio MSRP relay on loopback, plain TCP and TLS listeners.
+    """A Kamailio MSRP relay on loopback: plain TCP, TLS, WebSocket and secure WebSocket listeners.
 
     Attributes (valid after construction):
-      host, port (plain TCP), tls_port, domain (== realm), realm,
+      host, port (plain TCP), tls_port, ws_port, wss_port, domain (== realm), realm,
       username, password, min_expires, max_expires, log_path, config_path,
       workdir, ca (trustme.CA), ca_file (PEM of the CA),
-      uri / tls_uri (the relay's own MSRP URIs, no session id).
+      uri / tls_uri (the relay's own MSRP URIs, no session id),
+      ws_url / wss_url (``ws://HOST:WS_PORT/``, ``wss://HOST:WSS_PORT/``: where an
+      RFC 7977 client opens its WebSocket, subprotocol ``msrp``; the wss
+      listener has the TLS listener's certificate).
+
+    A WebSocket client's AUTH gets a Use-Path naming the TCP (ws) or TLS
+    (wss) listener, ``msrp://HOST:PORT/<id>;tcp`` / ``msrps://HOST:TLS_PORT/<id>;tcp``:
+    that is where the far peer reaches it; the relay delivers to the client
+    over its WebSocket.
 
     `routing` picks how reservations are stored: 'htable' (default; the
     config script checks Expires and builds Use-Path) or 'cmap' (the msrp
@@ -117,18 +128,23 @@ class KamailioRelay:
     AUTH carrying an Expires header with a broken 423 -- see NOTES.md).
     """
 
-    def __init__(self, host='127.0.0.1', port=None, tls_port=None,
+    def __init__(self, host='127.0.0.1', port=None, tls_port=None, ws_port=None, wss_port=None,
                  realm='relay.test', username='alice', password='secret',
                  min_expires=60, max_expires=3600, routing='htable', debug=2,
                  start_timeout=15.0, workdir=None):
         self.binary, self.module_dir = find_kamailio()
         self.host = host
-        if port is None or tls_port is None:
-            free = _free_ports(host, 2)
-            port = port or free[0]
-            tls_port = tls_port or free[1]
+        if None in (port, tls_port, ws_port, wss_port):
+            taken = {p for p in (port, tls_port, ws_port, wss_port) if p}
+            free = iter(p for p in _free_ports(host, 8) if p not in taken)
+            port = port or next(free)
+            tls_port = tls_port or next(free)
+            ws_port = ws_port or next(free)
+            wss_port = wss_port or next(free)
         self.port = port
         self.tls_port = tls_port
+        self.ws_port = ws_port
+        self.wss_port = wss_port
         self.realm = self.domain = realm
         self.username = username
         self.password = password
@@ -150,6 +166,8 @@ class KamailioRelay:
         self.ca_file = os.path.join(self.workdir, 'ca.pem')
         self.uri = 'msrp://%s:%d;tcp' % (host, port)
         self.tls_uri = 'msrps://%s:%d;tcp' % (host, tls_port)
+        self.ws_url = 'ws://%s:%d/' % (host, ws_port)
+        self.wss_url = 'wss://%s:%d/' % (host, wss_port)
         self.process = None
         self._log_file = None
         self._make_certificates()
@@ -183,6 +201,8 @@ class KamailioRelay:
             'HOST': self.host,
             'TCP_PORT': str(self.port),
             'TLS_PORT': str(self.tls_port),
+            'WS_PORT': str(self.ws_port),
+            'WSS_PORT': str(self.wss_port),
             'RUNDIR': self.rundir,
             'TLS_CERT': self.cert_path,
             'TLS_KEY': self.key_path,
@@ -207,17 +227,22 @@ class KamailioRelay:
 
     # -- lifecycle --------------------------------------------------------
 
-    def settings(self, tls=False, **kwargs):
+    def settings(self, tls=False, ws=False, **kwargs):
         """:class:`~msrplib.relay.MSRPRelaySettings` for this relay's account, over TLS (``tls``) or TCP.
 
+        With ``ws`` the settings reach the relay over WebSocket (RFC 7977):
+        ``ws_url`` is :attr:`wss_url` with ``tls``, else :attr:`ws_url`.
         Keyword arguments override the defaults (``host``, ``port``,
-        ``credentials`` -- over TLS, :meth:`client_ssl_context` --,
-        ``domain``, ``username``, ``password``) or add settings (e.g.
+        ``ws_url``, ``credentials`` -- over TLS, :meth:`client_ssl_context`
+        --, ``domain``, ``username``, ``password``) or add settings (e.g.
         ``chunk_size``).
         """
         from msrplib.relay import MSRPRelaySettings
-        kwargs.setdefault('host', self.host)
-        kwargs.setdefault('port', self.tls_port if tls else self.port)
+        if ws:
+            kwargs.setdefault('ws_url', self.wss_url if tls else self.ws_url)
+        else:
+            kwargs.setdefault('host', self.host)
+            kwargs.setdefault('port', self.tls_port if tls else self.port)
         kwargs.setdefault('credentials', self.client_ssl_context() if tls else None)
         return MSRPRelaySettings(kwargs.pop('domain', self.domain), kwargs.pop('username', self.username),
                                  kwargs.pop('password', self.password), use_tls=tls, **kwargs)
@@ -230,7 +255,7 @@ class KamailioRelay:
         return ctx
 
     def start(self):
-        """Start kamailio and wait until both listeners accept connections.
+        """Start kamailio and wait until all four listeners accept connections.
 
         Raises KamailioRelayError (with the tail of the log) when kamailio
         is not installed, exits early or does not listen in time.
@@ -250,7 +275,7 @@ class KamailioRelay:
             stderr=subprocess.STDOUT, cwd=self.workdir,
             start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
-        pending = [self.port, self.tls_port]
+        pending = [self.port, self.tls_port, self.ws_port, self.wss_port]
         while pending:
             if self.process.poll() is not None:
                 code = self.process.returncode
@@ -354,6 +379,6 @@ class KamailioRelay:
         self.close()
 
     def __repr__(self):
-        return '<KamailioRelay %s:%d tls:%d %s>' % (
-            self.host, self.port, self.tls_port,
+        return '<KamailioRelay %s:%d tls:%d ws:%d wss:%d %s>' % (
+            self.host, self.port, self.tls_port, self.ws_port, self.wss_port,
             'running' if self.running else 'stopped')

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Install Kamailio with the modules the test relay needs (Debian/Ubuntu).
+# Install Kamailio with the modules the test relay needs (Debian/Ubuntu):
+# kamailio, kamailio-tls-modules and kamailio-websocket-modules (websocket, xhttp).
 #
 # Idempotent.  Always exits 0: when kamailio cannot be installed it says why
 # and the test suite decides whether skipping the relay tests is allowed
@@ -10,8 +11,8 @@
 # disabled here if it is running.
 
 MODDIRS="/usr/lib/x86_64-linux-gnu/kamailio/modules /usr/lib/aarch64-linux-gnu/kamailio/modules /usr/lib/kamailio/modules /usr/lib64/kamailio/modules /usr/local/lib64/kamailio/modules /usr/local/lib/kamailio/modules"
-MODULES="msrp.so tls.so auth.so sl.so pv.so xlog.so htable.so cfgutils.so"
-PACKAGES="kamailio kamailio-tls-modules"
+MODULES="msrp.so tls.so auth.so sl.so tm.so pv.so xlog.so htable.so cfgutils.so xhttp.so websocket.so"
+PACKAGES="kamailio kamailio-tls-modules kamailio-websocket-modules"
 
 have_kamailio() {
     command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || return 1
@@ -39,7 +40,7 @@ quiet_service() {
 }
 
 if have_kamailio; then
-    echo "install.sh: kamailio with the msrp and tls modules is installed: $(kamailio -v 2>/dev/null | head -n 1)"
+    echo "install.sh: kamailio with the msrp, tls and websocket modules is installed: $(kamailio -v 2>/dev/null | head -n 1)"
     quiet_service
     exit 0
 fi
