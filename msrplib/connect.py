@@ -454,24 +454,20 @@ class AcceptorDirect(ConnectBase):
                 self.logger.warning('accept() failed: %s' % (e,))
                 gevent.sleep(0.1)   # e.g. out of file descriptors: let connections finish
                 continue
-            limit = max(1, self.max_pending_bindings)
-            if len(self._binding) >= limit:
-                # accept() does not wait while connections are queued, so a burst is taken at once: let the
-                # connections binding read what they already received (a binding SEND, or the end of one that
-                # closed) before the oldest is dropped for this one -- else the expected peer, queued in front
-                # of a burst, is dropped unread
-                try:
-                    gevent.sleep(0)
-                except BaseException:   # killed (complete() returned, cleanup()): this one is not taken
-                    _close_quietly(sock)
-                    raise
-            while len(self._binding) >= limit:
-                address = self._abandon(next(iter(self._binding)))
-                self._dropped(address, MSRPConnectError(
-                    self.local_uri.host, self.local_uri.port, 'dropped unbound for a newer connection: %d '
-                    'connections were binding at once (max_pending_bindings)' % limit))
             job = gevent.spawn(self._bind_connection, sock, address, full_remote_path)
             self._binding[job] = sock, address
+            limit = max(1, self.max_pending_bindings)
+            if len(self._binding) > limit:
+                # accept() does not wait while connections are queued, so a burst is taken at once: let the
+                # connections binding (this one too) read what they already received -- a binding SEND, or
+                # the end of one that closed -- before the oldest is dropped; else the expected peer, queued
+                # in front of a burst, is dropped unread
+                gevent.sleep(0)
+            while len(self._binding) > limit:
+                dropped = self._abandon(next(iter(self._binding)))
+                self._dropped(dropped, MSRPConnectError(
+                    self.local_uri.host, self.local_uri.port, 'dropped unbound for a newer connection: %d '
+                    'connections were binding at once (max_pending_bindings)' % limit))
 
     def _abandon(self, job):
         # Stop a connection's binding; its socket is closed here too, in case its greenlet never ran.  Returns

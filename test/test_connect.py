@@ -407,6 +407,12 @@ def test_acceptor_drops_the_oldest_binding_beyond_max_pending_bindings(monkeypat
         assert [address for address, _ in dropped] == [sock.getsockname()[:2] for sock in silent[:3]]
         assert all(isinstance(error, MSRPConnectError) and 'max_pending_bindings' in str(error)
                    for _, error in dropped)
+        address = silent[3].getsockname()[:2]   # the one whose arrival dropped the first
+        silent[3].close()
+        with gevent.Timeout(T):
+            while len(dropped) < 4:
+                gevent.sleep(0.01)
+        assert dropped[3][0] == address and isinstance(dropped[3][1], ConnectionClosed)
         with gevent.Timeout(T):
             active = RawClient(path[0].port).bind(path)
             passive = accepting.get()
