@@ -248,6 +248,26 @@ def test_a_reconnecting_silent_connection_does_not_shut_out_senders(victims, tmp
         gevent.joinall(jobs, timeout=STEP)
 
 
+def test_a_sender_queued_behind_a_burst_of_closed_connections_is_served(victims, senders, tmp_path):
+    # What connect-close did once on a loaded machine, made certain: the listener is stopped while a sender's
+    # binding and then 64 connections that close at once queue up; when it goes on, it takes all 65 at once
+    # (more than max_pending_bindings).  The sender was reset, unread.
+    victim = victims('--save-dir', str(tmp_path))
+    path = victim.path()
+    port = int(path.split(':')[2].split('/')[0])
+    with gevent.Timeout(STEP):
+        victim.process.send_signal(signal.SIGSTOP)
+        try:
+            sender = senders(path)
+            tid = sender.send('bind', content_type=None, start=1, end=0, total=0)
+            for _ in range(64):
+                gevent.socket.create_connection(('127.0.0.1', port)).close()
+        finally:
+            victim.process.send_signal(signal.SIGCONT)
+        assert sender.wait(tid) == 200
+    assert victim.process.poll() is None
+
+
 def test_binding_to_another_session_gets_481_and_the_listener_goes_on(victims, senders, tmp_path):
     victim = victims('--save-dir', str(tmp_path))
     path = victim.path()
