@@ -344,7 +344,9 @@ class AcceptorDirect(ConnectBase):
     connection that stays silent, closes, or binds to another session (it
     gets 481) cannot keep the expected peer out: it is dropped and the wait
     goes on.  At most :attr:`max_pending_bindings` connections bind at once
-    (the oldest is dropped for a new one).  The listening socket is closed
+    (the oldest is dropped for a new one, after those binding have read what
+    already arrived: a burst queued behind a peer that sent its binding does
+    not drop it).  The listening socket is closed
     when :meth:`complete` returns or fails, unless :attr:`keep_listening` is
     set: then each call of :meth:`complete` returns the next bound peer, and
     :meth:`cleanup` closes it.
@@ -355,7 +357,8 @@ class AcceptorDirect(ConnectBase):
     #: Leave the listening socket open after complete() (for several peers, one complete() each).
     keep_listening = False
     #: Called as ``on_connection_dropped((host, port), error)`` for each incoming connection dropped
-    #: while :meth:`complete` waits (silent, closed, TLS failure, wrong session); None: logged at info level.
+    #: while :meth:`complete` waits (silent, closed, TLS failure, wrong session, dropped for
+    #: max_pending_bindings); None: logged at info level.
     on_connection_dropped = None
 
     def __init__(self, logger=None, use_sessmatch=False):
@@ -366,7 +369,7 @@ class AcceptorDirect(ConnectBase):
         self.fingerprint = None
         self._context = None
         self._accepter = None
-        self._binding = {}          # greenlet -> its accepted socket, oldest first: connections binding now
+        self._binding = {}          # greenlet -> (accepted socket, address), oldest first: connections binding
         self._bound = []            # transports bound and not yet returned by complete()
         self._failure = None        # why the latest connection was dropped
         self._changed = Event()     # set when a connection bound or was dropped, or cleanup() ran
@@ -457,16 +460,40 @@ class AcceptorDirect(ConnectBase):
                 self.logger.warning('accept() failed: %s' % (e,))
                 gevent.sleep(0.1)   # e.g. out of file descriptors: let connections finish
                 continue
-            while len(self._binding) >= max(1, self.max_pending_bindings):
-                self._abandon(next(iter(self._binding)))
             job = gevent.spawn(self._bind_connection, sock, address, full_remote_path)
-            self._binding[job] = sock
+            self._binding[job] = sock, address
+            limit = max(1, self.max_pending_bindings)
+            if len(self._binding) > limit:
+                # accept() does not wait while connections are queued, so a burst is taken at once: let the
+                # connections binding (this one too) read what they already received -- a binding SEND, or
+                # the end of one that closed -- before the oldest is dropped; else the expected peer, queued
+                # in front of a burst, is dropped unread
+                gevent.sleep(0)
+            while len(self._binding) > limit:
+                dropped = self._abandon(next(iter(self._binding)))
+                self._dropped(dropped, MSRPConnectError(
+                    self.local_uri.host, self.local_uri.port, 'dropped unbound for a newer connection: %d '
+                    'connections were binding at once (max_pending_bindings)' % limit))
 
     def _abandon(self, job):
-        # Stop a connection's binding; its socket is closed here too, in case its greenlet never ran.
-        sock = self._binding.pop(job, None)
+        # Stop a connection's binding; its socket is closed here too, in case its greenlet never ran.  Returns
+        # the connection's address.
+        sock, address = self._binding.pop(job, (None, None))
         job.kill(block=False)
         _close_quietly(sock)
+        return address
+
+    def _dropped(self, address, error):
+        # Tell why an incoming connection was dropped (on_connection_dropped, else the log).
+        self._failure = error
+        if self.on_connection_dropped is not None:
+            try:
+                self.on_connection_dropped(address[:2], error)
+            except Exception:  # the application's callback must not stop the acceptor
+                self.logger.exception('on_connection_dropped raised')
+        else:
+            self.logger.info('Incoming connection from %s:%s dropped: %s' % (address[0], address[1],
+                                                                              error or type(error).__name__))
 
     def _bind_connection(self, sock, address, full_remote_path):
         transport = None
@@ -489,15 +516,7 @@ class AcceptorDirect(ConnectBase):
                 transport = MSRPTransport(self.local_uri, self.logger, self.use_sessmatch, sock=sock)
                 transport.accept_binding(full_remote_path)
         except (MSRPError, ConnectionClosed, OSError, ValueError) as e:
-            self._failure = e.with_traceback(None)
-            if self.on_connection_dropped is not None:
-                try:
-                    self.on_connection_dropped(address[:2], self._failure)
-                except Exception:  # the application's callback must not stop the acceptor
-                    self.logger.exception('on_connection_dropped raised')
-            else:
-                self.logger.info('Incoming connection from %s:%s dropped: %s' % (address[0], address[1],
-                                                                                  e or type(e).__name__))
+            self._dropped(address, e.with_traceback(None))
             self._drop(transport, sock)
         except BaseException:   # killed: cleanup(), complete() returned, or dropped for a newer connection
             self._drop(transport, sock)

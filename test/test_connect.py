@@ -393,6 +393,8 @@ def test_acceptor_drops_the_oldest_binding_beyond_max_pending_bindings(monkeypat
     monkeypatch.setattr(MSRPBindSessionTimeout, 'seconds', 60)
     acceptor = AcceptorDirect()
     acceptor.max_pending_bindings = 3
+    dropped = []
+    acceptor.on_connection_dropped = lambda address, error: dropped.append((address, error))
     path = acceptor.prepare(local())
     accepting = gevent.spawn(acceptor.complete, None)
     silent = []
@@ -402,6 +404,15 @@ def test_acceptor_drops_the_oldest_binding_beyond_max_pending_bindings(monkeypat
             gevent.sleep(0.05)
         assert all(eof_within(sock, 2) for sock in silent[:3])
         assert len(acceptor._binding) == 3
+        assert [address for address, _ in dropped] == [sock.getsockname()[:2] for sock in silent[:3]]
+        assert all(isinstance(error, MSRPConnectError) and 'max_pending_bindings' in str(error)
+                   for _, error in dropped)
+        address = silent[3].getsockname()[:2]   # the one whose arrival dropped the first
+        silent[3].close()
+        with gevent.Timeout(T):
+            while len(dropped) < 4:
+                gevent.sleep(0.01)
+        assert dropped[3][0] == address and isinstance(dropped[3][1], ConnectionClosed)
         with gevent.Timeout(T):
             active = RawClient(path[0].port).bind(path)
             passive = accepting.get()
@@ -412,6 +423,37 @@ def test_acceptor_drops_the_oldest_binding_beyond_max_pending_bindings(monkeypat
         for sock in silent:
             sock.close()
         accepting.kill()
+        acceptor.cleanup()
+
+
+@pytest.mark.parametrize('nuisance', ['closed', 'silent'])
+def test_a_burst_of_connections_beyond_max_pending_bindings_does_not_drop_a_peer_that_already_sent(nuisance):
+    # The listener of `msrp listen` on a loaded machine (a flaky test_hostile_listener run): the peer's
+    # connection, its binding SEND already received, waited in the accept queue behind more than
+    # max_pending_bindings others; accept() took them all without a pause, and each one beyond the limit
+    # dropped the oldest binding -- the peer's, before its greenlet had read anything (it got a reset).
+    acceptor = AcceptorDirect()
+    acceptor.max_pending_bindings = 3
+    path = acceptor.prepare(local())
+    others = []
+    try:
+        with gevent.Timeout(T):
+            client = RawClient(path[0].port)
+            binding = gevent.spawn(client.bind, path)
+            gevent.sleep(0)     # it runs until it waits for the 200: its binding SEND is written
+            assert not binding.ready()
+            for _ in range(6):
+                others.append(gevent.socket.create_connection(('127.0.0.1', path[0].port)))
+                if nuisance == 'closed':
+                    others[-1].close()
+            passive = acceptor.complete(None)   # all 7 are queued before it accepts
+            active = binding.get()
+        exchange(active, passive)
+        active.loseConnection()
+        passive.loseConnection()
+    finally:
+        for sock in others:
+            sock.close()
         acceptor.cleanup()
 
 
