@@ -493,9 +493,10 @@ def _establishing(tls_expected=None):
         raise CommandError(str(e), EXIT_CONNECT)
     except ConnectionClosed as e:
         if tls_expected is False:
-            raise CommandError('the peer closed the connection at the binding (%s): it probably speaks msrps (TLS), '
-                               'not plain msrp as this path says: use its msrps:// path'
-                               % (e or type(e).__name__,), EXIT_CONNECT)
+            raise CommandError('the peer closed the connection at the binding (%s): either it speaks msrps (TLS), '
+                               'not plain msrp as this path says (then use its msrps:// path), or it dropped '
+                               'the connection (a busy listener over its limit of pending connections: '
+                               'try again)' % (e or type(e).__name__,), EXIT_CONNECT)
         raise CommandError('the connection closed while binding the session: %s' % (e or type(e).__name__),
                            EXIT_CONNECT)
     except MSRPRelayAuthError as e:
