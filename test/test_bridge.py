@@ -313,7 +313,7 @@ def run(coroutine, timeout=60):
 
 
 def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
-    size = 20 * 1024 * 1024
+    size = 100 * 1024 * 1024
     gaps = []
 
     async def ticker(stop):
