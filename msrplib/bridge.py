@@ -934,13 +934,14 @@ class TwistedSession:
         buffering without limit.  Use either this or :meth:`receive_chunk`.
         """
         from twisted.internet import defer
+        from twisted.python import log
         from twisted.python.failure import Failure
         reactor = self.reactor
 
         def run(chunk, done):
             # In the reactor thread; ``done`` is called in the hub thread's loop once the chunk is consumed.
             deferred = defer.maybeDeferred(callback, chunk)
-            deferred.addErrback(lambda failure: failure.printTraceback())  # (a broken callback must not stop the flow)
+            deferred.addErrback(log.err, 'msrplib.bridge: on_incoming callback failed')  # (logged; the flow goes on)
             deferred.addBoth(lambda _: done())
 
         def pump():

@@ -6,6 +6,7 @@ asyncio work runs under ``asyncio.wait_for``, subprocesses under ``communicate(t
 
 import asyncio
 import concurrent.futures
+import gc
 import hashlib
 import os
 import socket
@@ -23,7 +24,7 @@ from msrplib.bridge import (AsyncAcceptor, AsyncConnector, ThreadedAcceptor, Thr
 from msrplib.connect import MSRPConnectError
 from msrplib.protocol import URI
 from msrplib.session import MSRPSessionError
-from msrplib.transport import ConnectionDone, MSRPTransactionError
+from msrplib.transport import ConnectionDone, ConnectionLost, MSRPTransactionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = 10  # seconds: the bound of every single wait
@@ -222,7 +223,7 @@ def test_session_ending_while_calls_are_in_flight():
     with pytest.raises(MSRPTransactionError):
         message.wait(STEP)
     drained = 0
-    with pytest.raises(ConnectionDone):
+    with pytest.raises((ConnectionDone, ConnectionLost)):   # Lost when alice's close met bob's unread chunks (reset)
         while True:
             bob.receive_chunk(timeout=STEP)
             drained += 1
@@ -345,7 +346,15 @@ def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
         stop.set()
         await ticking
         return received, progress
-    received, progress = run(main())
+    # A full collection of this pytest process's heap (some 50,000 objects) holds the GIL for 20-80 ms on a
+    # busy machine, whichever thread happens to trigger it: that is the host's garbage, not a wait in
+    # msrplib.  Collect it now and freeze it (as a latency-sensitive program does after start-up).
+    gc.collect()
+    gc.freeze()
+    try:
+        received, progress = run(main())
+    finally:
+        gc.unfreeze()
     assert received == size and progress[-1][1] == size
     assert {thread for thread, _ in progress} == {threading.main_thread()}   # callbacks on the loop's thread
     assert len(gaps) > 10

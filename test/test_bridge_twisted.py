@@ -43,7 +43,7 @@ def run(main, deadline):
         outcome['result'] = result
         reactor.stop()
     def fail(failure):
-        failure.printTraceback()
+        failure.printTraceback(file=sys.stderr)
         reactor.stop()
     def too_late():
         print('deadline passed', file=sys.stderr)
@@ -127,7 +127,7 @@ FUNCTIONAL = '''
     from twisted.internet.defer import CancelledError
     from msrplib.connect import MSRPConnectError
     from msrplib.session import MSRPSessionError
-    from msrplib.transport import ConnectionDone, MSRPTransactionError
+    from msrplib.transport import ConnectionClosed, ConnectionDone, MSRPTransactionError
     import socket
 
     @defer.inlineCallbacks
@@ -157,7 +157,24 @@ FUNCTIONAL = '''
             out['cancelled'] = True
         yield bob.deliver_message(b'for whoever asks next', 'text/plain')
         out['next'] = (yield alice.receive_chunk()).data.decode()
+        # on_incoming: a callback's Deferred holds the next chunk back; the end comes as a Failure
+        events = []
+        ended = defer.Deferred()
+
+        def incoming(chunk, error=None):
+            if chunk is None:
+                events.append(('end', error.check(ConnectionDone).__name__, threading.current_thread().name))
+                ended.callback(None)
+                return None
+            events.append(('start', chunk.data.decode()))
+            return task.deferLater(reactor, 0.05, events.append, ('done', chunk.data.decode()))
+        alice.on_incoming(incoming)
+        for text in ('a', 'b', 'c'):
+            yield bob.send_message(text.encode(), 'text/plain')
+        yield task.deferLater(reactor, 0.3, lambda: None)
         yield bob.shutdown()
+        yield ended
+        out['on_incoming'] = [list(event) for event in events]
         try:
             yield bob.deliver_message(b'late', 'text/plain')
         except MSRPSessionError:
@@ -204,8 +221,8 @@ FUNCTIONAL = '''
             while True:
                 yield bob_end
                 bob_end = bob.receive_chunk()
-        except ConnectionDone:
-            out['receive_ended'] = 'ConnectionDone'
+        except ConnectionClosed as e:     # Done or Lost: alice closed with bob's chunks unread (a reset)
+            out['receive_ended'] = type(e).__name__
         return out
 
     def in_hub(function):
@@ -235,6 +252,11 @@ def test_callbacks_run_in_the_reactor_thread(functional):
     assert functional['response_cb'] == [200, 'MainThread']
 
 
+def test_on_incoming_waits_for_the_callbacks_deferred_and_ends_with_a_failure(functional):
+    assert functional['on_incoming'] == [['start', 'a'], ['done', 'a'], ['start', 'b'], ['done', 'b'],
+                                         ['start', 'c'], ['done', 'c'], ['end', 'ConnectionDone', 'MainThread']]
+
+
 def test_refused_connection_is_a_failure_wrapping_msrp_connect_error(functional):
     assert functional['refused'] == 'MSRPConnectError'
 
@@ -251,7 +273,7 @@ def test_cancelled_complete_stops_waiting_for_the_peer(functional):
 def test_session_ending_while_calls_are_in_flight(functional):
     assert functional['first_chunk'] is True
     assert functional['message_failed'] == 408        # unfinished when the session ended
-    assert functional['receive_ended'] == 'ConnectionDone'
+    assert functional['receive_ended'] in ('ConnectionDone', 'ConnectionLost')
 
 
 def test_interpreter_exit_with_sessions_open_and_deferreds_pending():

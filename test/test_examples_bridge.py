@@ -54,6 +54,12 @@ def listener(tmp_path):
         proc.communicate(timeout=10)
 
 
+def test_threaded_example_imports_no_gevent():
+    with open(os.path.join(ROOT, 'examples', 'threaded_send.py')) as f:
+        code = f.read()
+    assert 'import gevent' not in code and 'from gevent' not in code
+
+
 @pytest.mark.parametrize('example', sorted(EXAMPLES))
 def test_example_chats_both_ways_and_sends_a_confirmed_file(example, listener, tmp_path):
     if example == 'twisted_chat.py':
