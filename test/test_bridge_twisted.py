@@ -289,3 +289,18 @@ def test_interpreter_exit_with_sessions_open_and_deferreds_pending():
     ''', timeout=30)
     assert result == 'exiting'
     assert seconds < 10
+
+
+def test_the_bridge_works_without_twisted():
+    code = '''
+import sys
+sys.modules['twisted'] = None          # as if Twisted were not installed: importing it raises ImportError
+from msrplib import bridge
+assert bridge.call(lambda: 'ran').result(10) == 'ran'
+try:
+    bridge.TwistedConnector()
+except ImportError:
+    print('no twisted')
+'''
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (0, 'no twisted\n'), result.stderr
