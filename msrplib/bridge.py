@@ -792,7 +792,8 @@ class TwistedConnector(_TwistedConnectBase):
     """The calling side, for Twisted: ``TwistedConnector(relay=None, reactor=None, **session_options)``.
 
     As :class:`ThreadedConnector`, with Deferreds that fire in the reactor
-    thread (``reactor``: default the installed global reactor).
+    thread (``reactor``: default the installed global reactor).  Raises
+    ImportError when Twisted is not installed.
     """
     _threaded = ThreadedConnector
 
