@@ -313,14 +313,33 @@ def run(coroutine, timeout=60):
     return asyncio.run(bounded())
 
 
+TICK = 0.005    # seconds: the ticker's sleep
+
+# The same ticking in a process of its own, without msrplib, for the duration of a measurement (until its
+# stdin closes); prints how late it was woken at worst.  When even it was kept waiting, the machine is
+# overloaded (other processes hogging the CPUs) and a late loop says nothing about msrplib.
+CONTROL_TICKER = '''
+import sys, threading, time
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+worst, last = 0.0, time.monotonic()
+print('ticking', flush=True)
+while not stop.is_set():
+    time.sleep(%r)
+    now = time.monotonic()
+    worst, last = max(worst, now - last), now
+print(worst - %r if worst else 0.0, flush=True)
+'''
+
+
 def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
     size = 100 * 1024 * 1024
-    gaps = []
+    gaps = []        # seconds between ticks: the 5 ms asked for, plus however late the loop was
 
     async def ticker(stop):
         last = time.monotonic()
         while not stop.is_set():
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(TICK)
             now = time.monotonic()
             gaps.append(now - last)
             last = now
@@ -351,15 +370,27 @@ def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
     # msrplib.  Collect it now and freeze it (as a latency-sensitive program does after start-up).
     gc.collect()
     gc.freeze()
+    control = subprocess.Popen([sys.executable, '-c', CONTROL_TICKER % (TICK, TICK)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
     try:
+        assert control.stdout.readline() == 'ticking\n'     # ('' at once if it died: its pipe is closed)
         received, progress = run(main())
+        machine_stall = float(control.communicate('', timeout=STEP)[0])
     finally:
         gc.unfreeze()
+        if control.poll() is None:
+            control.kill()
+            control.wait(STEP)
     assert received == size and progress[-1][1] == size
     assert {thread for thread, _ in progress} == {threading.main_thread()}   # callbacks on the loop's thread
     assert len(gaps) > 10
-    print('max loop gap %.1f ms over %d ticks' % (1000 * max(gaps), len(gaps)))
-    assert max(gaps) < 0.020, sorted(gaps)[-5:]
+    stall = max(gaps) - TICK          # the longest the loop was kept from running a ready task
+    print('max loop gap %.1f ms (stall %.1f ms) over %d ticks; control process stall %.1f ms'
+          % (1000 * max(gaps), 1000 * stall, len(gaps), 1000 * machine_stall))
+    if stall >= 0.020 and machine_stall >= 0.010:
+        pytest.skip('the machine itself kept processes from running (a process with no msrplib in it was woken '
+                    '%.0f ms late; the loop %.0f ms): no conclusion' % (1000 * machine_stall, 1000 * stall))
+    assert stall < 0.020, sorted(gaps)[-5:]
 
 
 def test_asyncio_cancelled_receive_keeps_the_chunk_for_the_next_one():
