@@ -17,6 +17,8 @@ import pytest
 
 pytest.importorskip('twisted')
 
+from test_bridge import ControlTicker  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PRELUDE = '''
@@ -73,7 +75,8 @@ def run_reactor_script(body, timeout=90):
 
 
 def test_reactor_keeps_ticking_through_connect_a_100_mib_transfer_and_hangup():
-    result, _ = run_reactor_script('''
+    with ControlTicker(0.01) as control:
+        result, _ = run_reactor_script('''
         SIZE = 100 * 1024 * 1024
         payload = b'z' * SIZE                  # made before the clock starts
         ticks = {'calls': 0, 'missed': 0, 'last': None, 'max_gap': 0.0}
@@ -115,11 +118,13 @@ def test_reactor_keeps_ticking_through_connect_a_100_mib_transfer_and_hangup():
                     'reactor_thread': threading.current_thread().name}
         run(main, 80)
     ''', timeout=120)
-    print(result)
+    print(result, 'control process stall %.1f ms' % (1000 * control.stall))
     assert result['received'] == result['acknowledged'] == 100 * 1024 * 1024
     assert result['end'] == 'ConnectionDone'
     assert result['callback_threads'] == [result['reactor_thread']] == ['MainThread']
     assert result['ticks'] > 10
+    if result['missed'] > 3:
+        control.skip_if_the_machine_stalled(0.010, '%d ticks of the reactor missed' % result['missed'])
     assert result['missed'] <= 3, result
 
 
