@@ -5,6 +5,9 @@
 
 W1: 5,000 x 100-byte text/plain messages sent one after another with
     deliver_chunk (each waits for its 200): messages/s and mean round trip.
+W1B: W1 sent from an asyncio loop through msrplib.bridge
+    (``await AsyncSession.deliver_message``), the receiver unchanged: the
+    cost of a call across the bridge.
 W2: 20,000 x 100-byte messages with send_chunk and Failure-Report: no,
     counted by the receiver: messages/s from the sender's first send to the
     receiver's last chunk.
@@ -113,19 +116,49 @@ def _sender(conn, workload, count, use_tls, placement=None):
     conn.recv()
 
 
+def _bridge_sender(conn, workload, count, use_tls, placement=None):
+    # W1B: W1's messages sent from an asyncio loop through msrplib.bridge (AsyncSession.deliver_message):
+    # each call crosses to the bridge's hub thread and its outcome comes back to the loop.
+    _place(placement, 'sender')
+    import asyncio
+    from msrplib.bridge import AsyncConnector
+    from msrplib.protocol import URI
+    if use_tls:
+        raise ValueError('W1B runs over plain TCP only')
+    remote = [URI.parse(text) for text in conn.recv()[0]]
+
+    async def main():
+        connector = AsyncConnector()
+        path = await connector.prepare(URI(host='127.0.0.1', use_tls=False))
+        conn.send([str(uri) for uri in path])
+        session = await connector.complete(remote)
+        started = time.monotonic()
+        cpu = _cpu_seconds()        # (the whole process: the loop's thread and the hub thread)
+        for _ in range(count):
+            await session.deliver_message(MESSAGE, 'text/plain')
+        cpu = _cpu_since(cpu)
+        await session.shutdown()
+        return started, cpu
+    started, cpu = asyncio.run(main())
+    conn.send((started, cpu))
+    conn.recv()
+
+
 def run_pair(workload, count, use_tls=False, cpu=None, placement=None):
     """Run one session workload in two processes; returns (messages/s, mean seconds per message).
 
     ``cpu``, a dict if given, receives the CPU seconds per message of each side as
     ``cpu['sender']`` and ``cpu['receiver']``: (user, system) pairs.  ``placement``:
     None lets the OS place the two processes, ``'same'`` pins both to one CPU,
-    ``'split'`` each to a CPU of its own.
+    ``'split'`` each to a CPU of its own.  ``workload`` 'W1B' is W1 sent from
+    asyncio through :mod:`msrplib.bridge` (the receiver is W1's).
     """
     context = multiprocessing.get_context('spawn')
     sender_end, sender_conn = context.Pipe()
     receiver_end, receiver_conn = context.Pipe()
     receiver = context.Process(target=_receiver, args=(receiver_conn, workload, count, use_tls, placement))
-    sender = context.Process(target=_sender, args=(sender_conn, workload, count, use_tls, placement))
+    sender = context.Process(target=_bridge_sender if workload == 'W1B' else _sender,
+                             args=(sender_conn, workload, count, use_tls, placement))
     receiver.start()
     sender.start()
     try:

@@ -11,7 +11,10 @@ W1   chat: 5,000 x 100 B text messages with ``deliver_message`` (deliver_chunk),
      Run twice: as the OS places the two processes (the W1 figure), and with
      both pinned to one CPU (W1/1cpu; the raw reference pinned alike): on a
      VM where waking the other CPU is slow, the placement moves the figure
-     more than the code does.
+     more than the code does.  W1/bridge: the same messages sent from an
+     asyncio loop through msrplib.bridge (``await session.deliver_message``,
+     the receiver native), referenced to the W1 figure: the cost of a call
+     across the bridge (bench_session.run_pair('W1B')).
 W2   pipelined: 20,000 x 100 B with ``send_chunk`` and Failure-Report no,
      counted by the receiver (bench_session.run_pair).  No reference.
 W3   bulk: 128 MiB as 64 KiB chunks of ONE message through the session's
@@ -97,7 +100,18 @@ def w1(options):
         rate, reference = median(rates), median(references)
         rows.append(Row(name, what, rate, 'msg/s', '%.0f rt/s' % reference, rate / reference, '>= 8,000 msg/s',
                         rate >= 8000, 'mean round trip %.0f us; %s' % (1e6 / rate, spread(rates))))
+    rows.append(w1_bridge(options, count, rows[0].figure))
     return rows
+
+
+def w1_bridge(options, count, native):
+    """W1 via bridge (asyncio): W1's messages awaited from an asyncio loop through msrplib.bridge."""
+    rates = [bench_session.run_pair('W1B', count)[0] for _ in range(options.repeat)]
+    rate = median(rates)
+    return Row('W1/bridge', 'W1 via bridge (asyncio): await deliver_message', rate, 'msg/s',
+               '%.0f msg/s W1' % native, rate / native, '', None,
+               'mean round trip %.0f us, %.0f us more than native W1 per call; %s'
+               % (1e6 / rate, 1e6 / rate - 1e6 / native, spread(rates)))
 
 
 def w2(options):

@@ -1,4 +1,4 @@
-"""Using msrplib from programs that do not run gevent: OS threads and asyncio.
+"""Using msrplib from programs that do not run gevent: OS threads, asyncio and Twisted.
 
 msrplib is gevent-native.  A program whose main thread runs something else
 (an asyncio loop, a GUI toolkit, plain threads) uses it through this module:
@@ -14,6 +14,9 @@ msrplib is gevent-native.  A program whose main thread runs something else
   calling thread; callbacks run on an executor the caller chooses.
 * :class:`AsyncConnector` / :class:`AsyncAcceptor` / :class:`AsyncSession`
   are the same as coroutines for asyncio (callbacks on the caller's loop).
+* :class:`TwistedConnector` / :class:`TwistedAcceptor` / :class:`TwistedSession`
+  are the same returning Deferreds (callbacks in the reactor thread);
+  Twisted is imported only when these are used, never required.
 
 Errors are the classic API's exceptions (``MSRPTransactionError``,
 ``ConnectionDone``, ``MSRPConnectError``...), raised in the caller's thread
@@ -31,13 +34,14 @@ import threading
 import gevent
 import gevent.event
 
+import msrplib.message  # noqa: F401  (imported now, not lazily in the hub thread: an import holds the GIL for ms)
 from msrplib.connect import get_acceptor, get_connector
 from msrplib.session import GreenMSRPSession
 from msrplib.transport import ConnectionDone
 
 __all__ = ['BridgeClosed', 'BridgeFuture', 'call', 'hub_thread', 'in_hub_thread', 'stop', 'ThreadedConnector', 'ThreadedAcceptor',
            'ThreadedSession', 'ThreadedMessage', 'AsyncConnector', 'AsyncAcceptor', 'AsyncSession',
-           'AsyncMessage']
+           'AsyncMessage', 'TwistedConnector', 'TwistedAcceptor', 'TwistedSession', 'TwistedMessage']
 
 STOP_TIMEOUT = 2.0  # seconds stop() waits for the hub thread to end
 
@@ -88,24 +92,28 @@ class _Bridge:
     """The hub thread and the queue of work handed to it."""
 
     def __init__(self):
-        self._ready = threading.Event()
-        self._loop = None
+        self._loop = None            # the hub's loop, once the hub thread made it
+        self._early = []             # (function, args) handed over before that (under _guard)
         self._stopping = None        # gevent Event, made in the hub thread
         self._running = set()        # BridgeFutures of running calls (hub thread only)
         self._pending = set()        # BridgeFutures submitted and not finished (any thread, under _guard)
         self._guard = threading.Lock()
         self.closed = False
+        # Started without waiting for the hub to be ready (making it takes milliseconds, which a caller's
+        # event loop must not spend): work handed over meanwhile waits in _early.
         self.thread = threading.Thread(target=self._main, name='msrplib-hub', daemon=True)
         self.thread.start()
-        self._ready.wait()
 
     def _main(self):
         hub = gevent.get_hub()
-        self._loop = hub.loop
         self._stopping = gevent.event.Event()
-        keepalive = self._loop.async_()    # an active watcher: the loop never runs out of work while we live
+        keepalive = hub.loop.async_()    # an active watcher: the loop never runs out of work while we live
         keepalive.start(lambda: None)
-        self._ready.set()
+        with self._guard:
+            self._loop = hub.loop
+            early, self._early = self._early, []
+        for function, args in early:
+            hub.loop.run_callback(function, *args)
         try:
             self._stopping.wait()
         finally:
@@ -117,6 +125,17 @@ class _Bridge:
             gevent.sleep(0)
             gevent.sleep(0)
             self._fail_pending()
+
+    def _post(self, function, *args):
+        # Run function(*args) from the hub's loop, from any thread (also before the loop exists).
+        with self._guard:
+            if self._loop is None:
+                self._early.append((function, args))
+                return
+        self._loop.run_callback_threadsafe(function, *args)
+
+    def _set_stopping(self):
+        self._stopping.set()
 
     def _fail_pending(self):
         # The hub is gone: no submitted call may wait for ever.
@@ -136,7 +155,7 @@ class _Bridge:
         """Run ``function(*args)`` in the hub thread, from the loop (it must not block)."""
         if self.closed:
             raise BridgeClosed('msrplib bridge stopped')
-        self._loop.run_callback_threadsafe(function, *args)
+        self._post(function, *args)
 
     def submit(self, future, function, args, kwargs):
         with self._guard:
@@ -182,7 +201,7 @@ class _Bridge:
             if self.closed:
                 return
             self.closed = True
-        self._loop.run_callback_threadsafe(self._stopping.set)
+        self._post(self._set_stopping)
         if threading.current_thread() is not self.thread:
             self.thread.join(STOP_TIMEOUT)
         self._fail_pending()  # (again: also when the thread did not end in time)
@@ -691,3 +710,256 @@ class AsyncSession:
     async def shutdown(self, sync=True):
         """Flush, wait for the pending responses, close."""
         return await _await(call(self.session.shutdown, sync))
+
+
+# -- Twisted (optional: imported only when a Twisted facade is used)
+
+
+def _twisted_reactor(reactor):
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as installed   # the reactor the program installed (or the default)
+    return installed
+
+
+def _deferred(future, reactor):
+    """A Deferred that fires in the reactor thread with ``future``'s outcome.
+
+    Its result is the future's result; its failure wraps the very exception
+    the call raised.  Cancelling the Deferred cancels the future (see
+    :meth:`BridgeFuture.cancel`: not started, interrupted or detached) and
+    fails the Deferred with ``twisted.internet.defer.CancelledError``.
+    """
+    from twisted.internet import defer
+    from twisted.python.failure import Failure
+
+    deferred = defer.Deferred(lambda _: future.cancel())
+
+    def fire(done):
+        if deferred.called:      # cancelled meanwhile: the outcome is nobody's
+            return
+        if done.cancelled():
+            deferred.cancel()
+            return
+        error = done.exception()
+        if error is not None:
+            deferred.errback(Failure(error, type(error), error.__traceback__))
+        else:
+            deferred.callback(done.result())
+    future.add_done_callback(lambda done: reactor.callFromThread(fire, done))
+    return deferred
+
+
+def _in_reactor(reactor, function):
+    """``function`` wrapped to run in the reactor thread (None: None)."""
+    if function is None:
+        return None
+
+    def deliver(*args, **kwargs):
+        reactor.callFromThread(function, *args, **kwargs)
+    return deliver
+
+
+class _TwistedConnectBase:
+    _threaded = None
+
+    def __init__(self, relay=None, logger=None, use_sessmatch=False, reactor=None, **session_options):
+        self.reactor = _twisted_reactor(reactor)
+        self._inner = self._threaded(relay, logger, use_sessmatch, **session_options)
+
+    def prepare(self, local_uri=None):
+        """As the classic ``prepare()``: a Deferred firing with the full local path."""
+        return _deferred(call(self._inner._prepare, local_uri), self.reactor)
+
+    def complete(self, full_remote_path):
+        """As the classic ``complete()``: a Deferred firing with a :class:`TwistedSession`.
+
+        Its failure wraps what the classic call raises (``MSRPConnectError``,
+        ``MSRPIncomingConnectTimeout``...).  Cancelling it cancels the
+        connect attempt or the wait for the peer (then call :meth:`cleanup`).
+        """
+        future = _call(BridgeFuture(interruptible=True), self._inner._complete, (full_remote_path,), {})
+        deferred = _deferred(future, self.reactor)
+        deferred.addCallback(lambda session: TwistedSession(session, self.reactor))
+        return deferred
+
+    def cleanup(self, sync=True):
+        """As the classic ``cleanup()``: a Deferred."""
+        return _deferred(call(self._inner._cleanup, sync), self.reactor)
+
+
+class TwistedConnector(_TwistedConnectBase):
+    """The calling side, for Twisted: ``TwistedConnector(relay=None, reactor=None, **session_options)``.
+
+    As :class:`ThreadedConnector`, with Deferreds that fire in the reactor
+    thread (``reactor``: default the installed global reactor).  Raises
+    ImportError when Twisted is not installed.
+    """
+    _threaded = ThreadedConnector
+
+
+class TwistedAcceptor(_TwistedConnectBase):
+    """The answering side, for Twisted: as :class:`TwistedConnector` over ``get_acceptor``."""
+    _threaded = ThreadedAcceptor
+
+
+class TwistedMessage:
+    """A message being sent (:meth:`TwistedSession.send_large_message`): ``message.wait()`` is a Deferred."""
+
+    def __init__(self, threaded, reactor):
+        self.message = threaded.message
+        self._outcome = threaded._outcome
+        self.reactor = reactor
+
+    def __repr__(self):
+        return '<TwistedMessage %r>' % (self.message,)
+
+    @property
+    def message_id(self):
+        """The Message-ID of the message."""
+        return self.message.message_id
+
+    @property
+    def file_selector(self):
+        """The RFC 5547 file-selector (messages made by ``send_file``), else None."""
+        return getattr(self.message, 'file_selector', None)
+
+    @property
+    def done(self):
+        """True once the outcome is known."""
+        return self._outcome.done()
+
+    def wait(self):
+        """A Deferred firing with this message once delivered; its failure wraps MSRPTransactionError.
+
+        Cancelling it stops only the wait: the message goes on (use :meth:`abort`).
+        """
+        deferred = _deferred(self._outcome, self.reactor)   # (the outcome future cannot be cancelled)
+        deferred.addCallback(lambda _: self)
+        return deferred
+
+    def abort(self):
+        """Stop sending (a Deferred); the outcome becomes a failure with code 0."""
+        return _deferred(call(self.message.abort), self.reactor)
+
+
+class TwistedSession:
+    """A :class:`~msrplib.session.GreenMSRPSession` used from a Twisted reactor: methods return Deferreds.
+
+    Deferreds fire, and callbacks (``response_cb``, ``progress_cb``,
+    :meth:`on_incoming`) run, in the reactor thread.  Failures wrap the
+    classic exceptions (``MSRPTransactionError``, ``ConnectionDone``,
+    ``MSRPSessionError``...).  Cancelling a Deferred cancels the call when
+    it can be (``receive_chunk``, ``complete``; a chunk that arrives
+    meanwhile is kept for the next receive) and detaches it otherwise (the
+    chunk or message still goes out, its outcome is dropped).
+    """
+
+    def __init__(self, session, reactor=None):
+        self._inner = session if isinstance(session, ThreadedSession) else ThreadedSession(session)
+        self.session = self._inner.session
+        self.reactor = _twisted_reactor(reactor)
+
+    def __repr__(self):
+        return '<TwistedSession %r>' % (self.session,)
+
+    @property
+    def msrp(self):
+        """The bound transport (read its attributes only)."""
+        return self.session.msrp
+
+    @property
+    def connected(self):
+        """True while the session can send."""
+        return self.session.connected
+
+    def _do(self, function, *args):
+        return _deferred(call(function, *args), self.reactor)
+
+    def deliver_message(self, msg, content_type):
+        """Send ``msg`` as one chunk: a Deferred of the 2xx response; failure: MSRPTransactionError."""
+        return self._do(self.session.deliver_message, msg, content_type)
+
+    def deliver_chunk(self, chunk):
+        """Send ``chunk``: a Deferred of the 2xx response; failure: MSRPTransactionError."""
+        return self._do(self.session.deliver_chunk, chunk)
+
+    def make_message(self, msg, content_type, message_id=None):
+        """A Deferred of a SEND chunk carrying ``msg``."""
+        return self._do(self.session.make_message, msg, content_type, message_id)
+
+    def send_chunk(self, chunk, response_cb=None):
+        """Queue ``chunk`` (a Deferred firing once queued); ``response_cb(response)`` runs in the reactor thread."""
+        return self._do(self.session.send_chunk, chunk, _in_reactor(self.reactor, response_cb))
+
+    def send_message(self, msg, content_type):
+        """Queue ``msg`` as one SEND chunk: a Deferred of the chunk."""
+        return self._do(self.session.send_message, msg, content_type)
+
+    def _sending(self, method, args, kwargs):
+        progress_cb = _in_reactor(self.reactor, kwargs.pop('progress_cb', None))
+
+        def start():
+            message = method(*args, progress_cb=progress_cb, **kwargs)
+            return message, _outcome_future(message)
+        deferred = _deferred(call(start), self.reactor)
+        deferred.addCallback(lambda started: TwistedMessage(ThreadedMessage(*started), self.reactor))
+        return deferred
+
+    def send_large_message(self, source, content_type, **kwargs):
+        """As ``MSRPSession.send_large_message``: a Deferred of a :class:`TwistedMessage`.
+
+        ``progress_cb`` runs in the reactor thread.
+        """
+        return self._sending(self.session.send_large_message, (source, content_type), kwargs)
+
+    def send_file(self, file, **kwargs):
+        """As ``MSRPSession.send_file``: a Deferred of a :class:`TwistedMessage`."""
+        return self._sending(self.session.send_file, (file,), kwargs)
+
+    def receive_chunk(self):
+        """A Deferred of the next incoming chunk; once the session has ended, its failure says why.
+
+        Cancelling it takes nothing: a chunk arriving later is for the next call.
+        """
+        return _deferred(self._inner._receive_future(), self.reactor)
+
+    def on_incoming(self, callback):
+        """Deliver every incoming chunk as ``callback(chunk)`` in the reactor thread, in order.
+
+        The end of the session comes as ``callback(None, error=failure)``
+        (a ``Failure`` wrapping ``ConnectionDone``, ``ConnectionLost``...),
+        as the classic ``on_incoming_cb``.  The next chunk is taken only
+        once the callback returned -- or, when it returns a Deferred, once
+        that fired -- so a slow consumer holds the peer back instead of
+        buffering without limit.  Use either this or :meth:`receive_chunk`.
+        """
+        from twisted.internet import defer
+        from twisted.python import log
+        from twisted.python.failure import Failure
+        reactor = self.reactor
+
+        def run(chunk, done):
+            # In the reactor thread; ``done`` is called in the hub thread's loop once the chunk is consumed.
+            deferred = defer.maybeDeferred(callback, chunk)
+            deferred.addErrback(log.err, 'msrplib.bridge: on_incoming callback failed')  # (logged; the flow goes on)
+            deferred.addBoth(lambda _: done())
+
+        def pump():
+            loop = gevent.get_hub().loop
+            while True:
+                try:
+                    chunk = self._inner._receive(None)
+                except gevent.GreenletExit:
+                    raise
+                except BaseException as error:  # the end of the session: handed to the callback
+                    reactor.callFromThread(callback, None, error=Failure(error, type(error), error.__traceback__))
+                    return
+                consumed = gevent.event.Event()
+                reactor.callFromThread(run, chunk, lambda: loop.run_callback_threadsafe(consumed.set))
+                consumed.wait()
+        self._inner._pump = call(pump)
+
+    def shutdown(self, sync=True):
+        """Flush, wait for the pending responses, close: a Deferred."""
+        return self._do(self.session.shutdown, sync)

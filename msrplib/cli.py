@@ -315,6 +315,9 @@ def build_parser():
                         help='exit after N messages or files (default: run until SIGINT/SIGTERM)')
     listen.add_argument('--max-sessions', metavar='N', type=_positive_int, default=DEFAULT_MAX_SESSIONS,
                         help='sessions served at once; further peers wait (default %(default)s)')
+    listen.add_argument('--reply', metavar='TEXT',
+                        help='answer every text message with TEXT (a text/plain message back, sent before '
+                             'the Success-Report of the message it answers)')
     listen.set_defaults(handler=cmd_listen)
 
     send = commands.add_parser('send', parents=[connecting, common], help='send text messages',
@@ -620,8 +623,9 @@ class _Receiver:
     decoded whole.
     """
 
-    def __init__(self, save_dir, count=None, disk_budget=None, max_text=None):
+    def __init__(self, save_dir, count=None, disk_budget=None, max_text=None, reply=None):
         self.save_dir = save_dir
+        self.reply = reply              # text sent back for every text message (listen --reply)
         self.count = count
         self.max_text = DEFAULT_MAX_TEXT if max_text is None else max_text
         self.handled = 0
@@ -708,6 +712,9 @@ class _Receiver:
                 ok = self._save(session, message, sender, extension='.txt')
             else:
                 _out('message from %s: %s' % (sender, printable(self._text(message))))
+                if self.reply is not None:   # queued before the REPORT: the sender has it when delivery is confirmed
+                    with contextlib.suppress(MSRPSessionError):
+                        session.send_message(self.reply.encode('utf-8'), 'text/plain; charset=utf-8')
                 _report(session, message, 200, 'OK')
                 ok = True
         finally:
@@ -839,7 +846,8 @@ def _disk_budget(args):
 
 
 def _new_receiver(args, count=None):
-    return _Receiver(args.save_dir, count, disk_budget=_disk_budget(args), max_text=args.max_text)
+    return _Receiver(args.save_dir, count, disk_budget=_disk_budget(args), max_text=args.max_text,
+                     reply=getattr(args, 'reply', None))
 
 
 # ---------------------------------------------------------------------------

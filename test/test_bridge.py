@@ -6,6 +6,7 @@ asyncio work runs under ``asyncio.wait_for``, subprocesses under ``communicate(t
 
 import asyncio
 import concurrent.futures
+import gc
 import hashlib
 import os
 import socket
@@ -23,7 +24,7 @@ from msrplib.bridge import (AsyncAcceptor, AsyncConnector, ThreadedAcceptor, Thr
 from msrplib.connect import MSRPConnectError
 from msrplib.protocol import URI
 from msrplib.session import MSRPSessionError
-from msrplib.transport import ConnectionDone, MSRPTransactionError
+from msrplib.transport import ConnectionDone, ConnectionLost, MSRPTransactionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = 10  # seconds: the bound of every single wait
@@ -222,7 +223,7 @@ def test_session_ending_while_calls_are_in_flight():
     with pytest.raises(MSRPTransactionError):
         message.wait(STEP)
     drained = 0
-    with pytest.raises(ConnectionDone):
+    with pytest.raises((ConnectionDone, ConnectionLost)):   # Lost when alice's close met bob's unread chunks (reset)
         while True:
             bob.receive_chunk(timeout=STEP)
             drained += 1
@@ -312,14 +313,62 @@ def run(coroutine, timeout=60):
     return asyncio.run(bounded())
 
 
+TICK = 0.005    # seconds: the ticker's sleep
+
+# The same ticking in a process of its own, without msrplib, for the duration of a measurement (until its
+# stdin closes); prints how late it was woken at worst.  When even it was kept waiting, the machine is
+# overloaded (other processes hogging the CPUs) and a late loop says nothing about msrplib.
+CONTROL_TICKER = '''
+import sys, threading, time
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+worst, last = 0.0, time.monotonic()
+print('ticking', flush=True)
+while not stop.is_set():
+    time.sleep(%r)
+    now = time.monotonic()
+    worst, last = max(worst, now - last), now
+print(worst - %r if worst else 0.0, flush=True)
+'''
+
+
+class ControlTicker:
+    """CONTROL_TICKER run for the duration of a ``with`` block; then ``stall``: how late it was woken at worst."""
+
+    def __init__(self, tick):
+        self.tick = tick
+        self.stall = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, '-c', CONTROL_TICKER % (self.tick, self.tick)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline() == 'ticking\n'     # ('' at once if it died: its pipe is closed)
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            if exc_info[0] is None:
+                self.stall = float(self.proc.communicate('', timeout=STEP)[0])
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(STEP)
+
+    def skip_if_the_machine_stalled(self, limit, what):
+        """Skip the test when the control process itself was woken ``limit`` seconds late or more."""
+        if self.stall >= limit:
+            pytest.skip('the machine itself kept processes from running (a process with no msrplib in it was '
+                        'woken %.0f ms late; %s): no conclusion' % (1000 * self.stall, what))
+
+
 def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
-    size = 20 * 1024 * 1024
-    gaps = []
+    size = 100 * 1024 * 1024
+    gaps = []        # seconds between ticks: the 5 ms asked for, plus however late the loop was
 
     async def ticker(stop):
         last = time.monotonic()
         while not stop.is_set():
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(TICK)
             now = time.monotonic()
             gaps.append(now - last)
             last = now
@@ -345,12 +394,25 @@ def test_asyncio_loop_never_stalls_through_connect_transfer_and_hangup():
         stop.set()
         await ticking
         return received, progress
-    received, progress = run(main())
+    # A full collection of this pytest process's heap (some 50,000 objects) holds the GIL for 20-80 ms on a
+    # busy machine, whichever thread happens to trigger it: that is the host's garbage, not a wait in
+    # msrplib.  Collect it now and freeze it (as a latency-sensitive program does after start-up).
+    gc.collect()
+    gc.freeze()
+    try:
+        with ControlTicker(TICK) as control:
+            received, progress = run(main())
+    finally:
+        gc.unfreeze()
     assert received == size and progress[-1][1] == size
     assert {thread for thread, _ in progress} == {threading.main_thread()}   # callbacks on the loop's thread
     assert len(gaps) > 10
-    print('max loop gap %.1f ms over %d ticks' % (1000 * max(gaps), len(gaps)))
-    assert max(gaps) < 0.020, sorted(gaps)[-5:]
+    stall = max(gaps) - TICK          # the longest the loop was kept from running a ready task
+    print('max loop gap %.1f ms (stall %.1f ms) over %d ticks; control process stall %.1f ms'
+          % (1000 * max(gaps), 1000 * stall, len(gaps), 1000 * control.stall))
+    if stall >= 0.020:
+        control.skip_if_the_machine_stalled(0.010, 'the loop was %.0f ms late' % (1000 * stall))
+    assert stall < 0.020, sorted(gaps)[-5:]
 
 
 def test_asyncio_cancelled_receive_keeps_the_chunk_for_the_next_one():

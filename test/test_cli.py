@@ -129,6 +129,27 @@ def test_listen_prints_text_messages_from_send(procs):
     assert listener.wait() == 0
 
 
+def test_listen_reply_answers_each_text_message_before_its_success_report(procs):
+    listener = procs('listen', '--count', '2', '--reply', 'got it \u2713')
+    path = listener.path()
+    with gevent.Timeout(STEP):
+        connector = ConnectorDirect()
+        connector.prepare(URI(host='127.0.0.1', port=0, use_tls=False))
+        session = GreenMSRPSession(connector.complete(cli.parse_path(path)))
+        try:
+            for text in ('one', 'two'):
+                session.send_large_message(text, 'text/plain', success_report=True).wait()
+                # the answer came before the Success-Report: it is already queued when delivery is confirmed
+                assert session.incoming.qsize() == 1
+                answer = session.receive_chunk()
+                assert (answer.method, answer.data, answer.content_type) == (
+                    'SEND', 'got it \u2713'.encode(), 'text/plain; charset=utf-8')
+        finally:
+            session.shutdown()
+    assert listener.expect('message from ').endswith(': one')
+    assert listener.wait() == 0
+
+
 def test_listen_escapes_terminal_control_characters(procs):
     listener = procs('listen', '--count', '1')
     sent = msrp('send', '--to', 'path: ' + listener.path(), 'red \x1b[31mtext\nnext line', '--log-traffic')
