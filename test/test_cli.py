@@ -55,8 +55,10 @@ class Proc:
         self.unread = []
         self.stdout = []
         self.stderr = []
-        for stream, store in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
-            threading.Thread(target=self._read, args=(stream, store), daemon=True).start()
+        self.readers = [threading.Thread(target=self._read, args=(stream, store), daemon=True)
+                        for stream, store in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
+        for reader in self.readers:
+            reader.start()
 
     def _read(self, stream, store):
         for line in stream:
@@ -85,7 +87,11 @@ class Proc:
         self.process.stdin.flush()
 
     def wait(self, timeout=STEP):
-        return self.process.wait(timeout)
+        """Wait for the exit status; the output the process wrote is then all in stdout/stderr."""
+        status = self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(timeout)
+        return status
 
     def kill(self):
         if self.process.poll() is None:

@@ -282,7 +282,8 @@ def test_save_dir_that_does_not_exist_is_created(procs, tmp_path):  # noqa: F811
     source.write_bytes(b'a' * 100)
     listener = procs('listen', '--save-dir', str(save), '--count', '1')
     path = listener.path()
-    assert 'msrp: created the directory %s' % save in listener.stderr
+    # stderr is read by its own thread: the line may land after the path on stdout
+    assert _wait_until(lambda: 'msrp: created the directory %s' % save in listener.stderr), listener.stderr
     assert msrp('sendfile', '--to', path, str(source)).returncode == 0
     assert listener.expect('saved ') == 'saved %s (100 bytes, sha-1 ok)' % (save / 'a.txt')
     assert listener.wait() == 0
