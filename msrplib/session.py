@@ -748,6 +748,15 @@ class MSRPSession:
             self._call_response_cb(transaction.callback, chunk)
         self._note_progress()
 
+    def _answer(self, chunk, code, comment):
+        # The reader's response to a request.  A connection that failed on a write still hands out what the
+        # peer sent before (its last chunk may be the '#' of an abort): the answer is then dropped, and the
+        # reader's next read raises the closure.
+        try:
+            self.msrp.write_response(chunk, code, comment, wait=False)
+        except ConnectionClosed:
+            pass
+
     def _handle_request(self, chunk):
         method = chunk.method
         if method == 'SEND':
@@ -755,7 +764,7 @@ class MSRPSession:
         else:
             handler = getattr(self, '_handle_incoming_%s' % method, None)
         if handler is None:
-            self.msrp.write_response(chunk, 501, 'Unknown method', wait=False)
+            self._answer(chunk, 501, 'Unknown method')
             return
         handler(chunk)
 
@@ -804,17 +813,17 @@ class MSRPSession:
                 if chunk.data:
                     error = MSRPTransactionError('Content-Type is required with a body', 400)
                 elif chunk.contflag == '$':
-                    self.msrp.write_response(chunk, 200, 'OK', wait=False)  # an empty SEND: keep-alive or bind
+                    self._answer(chunk, 200, 'OK')  # an empty SEND: keep-alive or bind
                     return
             elif not contains_mime_type(self.accept_types, content_type):
                 error = MSRPTransactionError('Unsupported media type', 415)
         if error is not None:
-            self.msrp.write_response(chunk, error.code, error.comment, wait=False)
+            self._answer(chunk, error.code, error.comment)
             return
         if self.assembler is not None:
             self._assemble(chunk)
             return
-        self.msrp.write_response(chunk, 200, 'OK', wait=False)
+        self._answer(chunk, 200, 'OK')
         self._deliver(chunk)  # first: queueing the report may wait for the socket
         if self.automatic_reports and chunk.success_report == 'yes' and chunk.contflag != '#':
             report = make_report(chunk, 200, 'OK')
@@ -823,7 +832,7 @@ class MSRPSession:
 
     def _assemble(self, chunk):
         code, comment, message = self.assembler.accept(chunk)
-        self.msrp.write_response(chunk, code, comment, wait=False)
+        self._answer(chunk, code, comment)
         if message is None:
             self._progress_report(chunk, code)
             return
@@ -894,7 +903,7 @@ class MSRPSession:
         if error is None and ('Success-Report' in chunk.headers or 'Failure-Report' in chunk.headers):
             error = MSRPTransactionError('NICKNAME takes no report headers', 400)
         if error is not None:
-            self.msrp.write_response(chunk, error.code, error.comment, wait=False)
+            self._answer(chunk, error.code, error.comment)
             return
         self._deliver(chunk)  # the application answers, e.g. with respond(chunk, 200, 'OK') or 425
 

@@ -15,9 +15,11 @@ close, :class:`ConnectionLost` for anything else; both are
 import collections
 import importlib.util
 import logging
+import select as _select
 import socket as _stdlib_socket
 
 import gevent
+import gevent.socket
 import gevent.ssl
 from gevent.lock import Semaphore
 
@@ -148,6 +150,7 @@ _TLS_WRITE_STEP = 65536  # MSRPTransport._sendall: bytes given to one TLS send (
 class _WriteStalled(Exception):
     # raised by MSRPTransport._wait_for_progress's timer into the waiting send: never leaves the transport
     pass
+_DRAIN_LIMIT = 4 * 1048576  # MSRPTransport: bytes read, at most, after a write failed (see _lose_writing)
 _FIRST_READ_SIZE = 65536  # MSRPTransport: bytes asked by a connection's first read, and the least later on
 _IOV_MAX = 512    # buffers given to one sendmsg() call (POSIX guarantees at least 16; Linux takes 1024)
 
@@ -529,7 +532,8 @@ class MSRPTransport:
         With ``sync`` (alias ``wait``) true, block this greenlet until the
         bytes are handed to the kernel; otherwise return at once.  Raises the
         closure exception (:class:`ConnectionClosed`) when the connection is
-        closed; a write that fails closes it with :class:`ConnectionLost`.
+        closed; a write that fails closes it with :class:`ConnectionLost` (what
+        the peer sent before is still returned by :meth:`read_chunk` first).
         """
         if wait is not None:
             sync = wait
@@ -591,7 +595,7 @@ class MSRPTransport:
                 else:
                     sent = self._wait_for_progress(sendmsg, part)
             except OSError as e:
-                self._lose(ConnectionLost('Write failed: %s' % (e,)))
+                self._lose_writing(e)
                 raise self._closed
             while first < len(buffers):  # drop what went out (and empty buffers, which never do)
                 size = len(buffers[first])
@@ -609,7 +613,7 @@ class MSRPTransport:
         except BlockingIOError:
             return data
         except OSError as e:
-            self._lose(ConnectionLost('Write failed: %s' % (e,)))
+            self._lose_writing(e)
             raise self._closed
         return data[sent:] if sent < len(data) else b''
 
@@ -676,7 +680,7 @@ class MSRPTransport:
                     raise self._closed
                 sent += self._wait_for_progress(send, view[sent:sent + step])
         except OSError as e:
-            self._lose(ConnectionLost('Write failed: %s' % (e,)))
+            self._lose_writing(e)
             raise self._closed
 
     def _wait_for_progress(self, send, data):
@@ -745,6 +749,8 @@ class MSRPTransport:
             data = self._sock.recv(size)
         except OSError as e:
             if self._closed is not None:
+                if self._events:
+                    return True  # a write failed meanwhile and kept what the peer had sent: that comes first
                 raise self._closed
             self._lose(ConnectionLost(str(e) or type(e).__name__))
             raise self._closed
@@ -1068,6 +1074,35 @@ class MSRPTransport:
             self._pushback.clear()
             self._current = None
             self._close_socket()
+
+    def _lose_writing(self, error):
+        # A write failed (the peer reset or closed the connection).  What the peer sent before is still
+        # its word: the chunks parsed and the bytes the kernel holds are kept for the reads (a message the
+        # peer ended with '#' just before closing is read as aborted), which then raise the closure.
+        if self._closed is not None:
+            return
+        self._closed = ConnectionLost('Write failed: %s' % (error,))
+        self._take_received()
+        self._close_socket()
+
+    def _take_received(self):
+        # Parse what a plain socket has received already, without waiting (at most _DRAIN_LIMIT bytes).
+        sock = self._sock
+        if sock is None or not self._can_send_now or not isinstance(sock, gevent.socket.socket) or \
+                not hasattr(_select, 'poll'):
+            return  # (a TLS socket may hold part of a record, a WebSocket part of a frame: they would wait)
+        taken = 0
+        try:
+            poller = _select.poll()
+            poller.register(sock.fileno(), _select.POLLIN)
+            while taken < _DRAIN_LIMIT and poller.poll(0):
+                data = sock.recv(self.read_size)   # readable: returns at once
+                if not data:
+                    return
+                taken += len(data)
+                self._events.extend(self._parser.feed(data))
+        except (OSError, ValueError, ChunkParseError, InvalidStartLine):
+            return  # reset, closed, or not MSRP: what was parsed before stays
 
     def _close_socket(self):
         sock = self._sock

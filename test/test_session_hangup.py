@@ -6,13 +6,19 @@ REPORT.  Over real loopback connections (plain TCP and TLS), every wait
 under a timeout.
 """
 
+import select
+import socket
+import struct
 import time
 
 import gevent
 import pytest
 from gevent.event import AsyncResult
 
+from msrplib.message import MessageAssembler
 from msrplib.protocol import FailureReportHeader
+from msrplib.session import GreenMSRPSession
+from msrplib.testing.loopback import raw_peer_transport
 from msrplib.transport import make_response
 
 from test_session import TIMEOUT, pair, text_message  # noqa: F401 (pair: the fixture, over TCP and TLS)
@@ -158,3 +164,37 @@ def test_local_response_names(pair):
         result = AsyncResult()
         a.send_chunk(text_message(a), result.set)
         assert result.get().code == Response408Timeout.code
+
+
+def test_a_message_the_peer_aborts_just_before_a_reset_is_dropped_as_aborted():
+    # msrp sendfile at Ctrl-C: the last chunks and the '#' come, then the connection is reset; a REPORT then
+    # fails to go out, and the '#' already received must still end the message as aborted
+    def chunk(tid, start, end, flag, body=b''):
+        head = ('MSRP %s SEND\r\nTo-Path: %s\r\nFrom-Path: %s\r\nMessage-ID: m1\r\nByte-Range: %d-%d/500\r\n'
+                % (tid, transport.local_uri, transport.full_remote_path[0], start, end))
+        if flag == '#':
+            return (head + 'Failure-Report: no\r\n-------%s#\r\n' % tid).encode()
+        return (head + 'Success-Report: yes\r\nContent-Type: text/plain\r\n\r\n').encode() + body + \
+            ('\r\n-------%s%s\r\n' % (tid, flag)).encode()
+
+    discarded = AsyncResult()
+    transport, raw = raw_peer_transport()
+    session = GreenMSRPSession(transport, assembler=MessageAssembler(on_discard=discarded.set))
+    # after each chunk the reader lets the writer run, which has a progress REPORT to send: the write that fails
+    session.READER_YIELD_BYTES = 1
+    session.PROGRESS_REPORT_INTERVAL = 100
+    try:
+        raw.sendall(chunk('tid00001', 1, 100, '+', b'a' * 100))
+        gevent.sleep(0.05)                       # taken and answered
+        # from here until the session's reader runs, nothing yields
+        raw.sendall(chunk('tid00002', 101, 200, '+', b'b' * 100) + chunk('tid00003', 201, 200, '#'))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        raw.close()                              # sends RST
+        poller = select.poll()
+        poller.register(transport._sock.fileno(), select.POLLIN)
+        assert poller.poll(TIMEOUT * 1000)      # the RST has arrived (blocks the hub: the reader waits)
+        message = discarded.get(timeout=TIMEOUT)
+        assert message.discard_reason == 'aborted by the sender'
+        assert message.bytes_received == 200
+    finally:
+        session.msrp.loseConnection()

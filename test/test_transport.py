@@ -4,6 +4,7 @@ Every blocking call runs under ``gevent.Timeout`` so that a bug fails the test
 instead of hanging it.
 """
 
+import select
 import socket as stdlib_socket
 import struct
 
@@ -1053,3 +1054,60 @@ def test_reads_never_ask_more_than_read_size(plain_pair):
     with gevent.Timeout(T):
         assert read(tb).data == b'q' * 50000
     assert tb._next_read_size <= 1000
+
+
+# A peer that ends a message with '#' and closes at once (msrp sendfile at Ctrl-C): the receiver's next write
+# fails, and what the peer sent before the closure is still read -- the '#' included -- before the closure.
+
+
+def _reset(raw):
+    raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack('ii', 1, 0))
+    raw.close()  # sends RST
+    gevent.sleep(0.01)
+
+
+@pytest.mark.parametrize('parsed', [True, False], ids=['parsed', 'in-the-kernel'])
+def test_a_failed_write_keeps_what_the_peer_sent_before(raw_peer, parsed):
+    transport, raw = raw_peer
+    first = raw_chunk('tid00001', b'x' * 100, flag='+')
+    abort = raw_chunk('tid00002', b'', flag='#', extra='Byte-Range: 101-100/500\r\nFailure-Report: no\r\n')
+    if parsed:
+        raw.sendall(first + abort)   # one read parses both
+        gevent.sleep(0.01)
+        chunk = read(transport)
+    else:
+        raw.sendall(first)
+        chunk = read(transport)
+        raw.sendall(abort)           # not read yet: in the kernel's buffer
+        gevent.sleep(0.01)
+    assert chunk.transaction_id == 'tid00001'
+    _reset(raw)
+    with pytest.raises(ConnectionLost, match='Write failed'):
+        transport.write_response(chunk, 200, 'OK')
+    assert not transport.connected
+    last = read(transport)
+    assert (last.transaction_id, last.contflag) == ('tid00002', '#')
+    for _ in range(2):
+        with pytest.raises(ConnectionLost), gevent.Timeout(T):
+            transport.read_chunk()
+    with pytest.raises(ConnectionLost):
+        transport.write(b'x')
+
+
+def test_a_failed_write_wakes_a_blocked_reader_with_what_the_peer_sent_before(raw_peer):
+    transport, raw = raw_peer
+    raw.sendall(raw_chunk('tid00001', b'x' * 100, flag='+'))
+    chunk = read(transport)
+    reader = gevent.spawn(transport.read_chunk)
+    gevent.sleep(0.01)                   # the reader waits in recv
+    # from here until the write, nothing yields: the reader gets no chance to read the '#' itself
+    raw.sendall(raw_chunk('tid00002', b'', flag='#', extra='Failure-Report: no\r\n'))
+    raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack('ii', 1, 0))
+    raw.close()  # sends RST
+    poller = select.poll()
+    poller.register(transport._sock.fileno(), select.POLLIN)  # the RST has arrived
+    assert poller.poll(T * 1000)         # (blocks the hub: the reader stays where it is)
+    with pytest.raises(ConnectionLost, match='Write failed'):
+        transport.write_response(chunk, 200, 'OK')
+    assert not reader.ready()
+    assert reader.get(timeout=T).contflag == '#'
