@@ -215,6 +215,7 @@ class MSRPSession:
     RELAY_CHUNK_SIZE = 8192
     RELAY_MESSAGE_WINDOW = 64
     MESSAGE_WRITE_BYTES = 65536
+    RELAY_WRITE_BYTES = 24576
     REPORT_WINDOW = 1024 * 1024
     SUCCESS_REPORT_TIMEOUT = 30
     PROGRESS_REPORT_INTERVAL = 256 * 1024
@@ -585,10 +586,14 @@ class MSRPSession:
         # Small chunks (through a relay) go out several per write, up to MESSAGE_WRITE_BYTES of body, while the
         # message's windows have room and nothing else is queued: one syscall (and one wake-up of the next hop)
         # for several chunks.  A chunk of MESSAGE_WRITE_BYTES or more (64 KiB on direct paths) goes alone.
+        # Through a relay a write carries at most RELAY_WRITE_BYTES (three 8 KiB chunks): a burst that
+        # Kamailio's default per-connection write queue (tcp_conn_wq_max, 32 KiB) holds whole when the next
+        # hop's socket is not writable at that moment (beyond it Kamailio drops frames and resets the connection).
         messages.popleft()
         buffers = []
         size = 0
         outgoing = self.outgoing
+        limit = self.RELAY_WRITE_BYTES if message.relayed else self.MESSAGE_WRITE_BYTES
         try:
             while True:
                 chunk = message.next_chunk(self.msrp)
@@ -600,7 +605,7 @@ class MSRPSession:
                     break  # cannot be encoded: the message's callback got a local 400
                 buffers += parts
                 size += len(chunk.data)
-                if size >= self.MESSAGE_WRITE_BYTES or not message.ready or not outgoing.empty():
+                if size >= limit or not message.ready or not outgoing.empty():
                     break
         finally:
             if message.wants_writer:

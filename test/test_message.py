@@ -446,6 +446,14 @@ def test_small_chunks_go_out_several_per_write(transports):
             pass
         message.wait()
     assert writes and max(writes) == 1
+    del writes[:]
+    with gevent.Timeout(TIMEOUT):
+        message = sender_session.send_large_message(data, 'application/octet-stream', chunk_size=8192)
+        message.relayed = True  # (before the writer takes it) as through a relay: smaller writes
+        while receiver_session.receive_chunk().contflag != '$':
+            pass
+        message.wait()
+    assert sum(writes) == 129 and max(writes) == sender_session.RELAY_WRITE_BYTES // 8192 == 3
 
 
 def test_413_response_stops_the_message_and_ends_it_with_hash(transports):
