@@ -192,7 +192,8 @@ class MSRPSession:
     ``RELAY_CHUNK_SIZE`` (8 KiB: the chunk size instead when a relay is in
     the path, unless the relay's settings say otherwise), ``MESSAGE_WRITE_BYTES``
     (64 KiB: smaller chunks of a message go out several per write, up to this
-    much body, while its windows have room and nothing else is queued), ``REPORT_WINDOW``
+    much body, while its windows have room and nothing else is queued),
+    ``RELAY_WRITE_BYTES`` (24 KiB: the same limit through a relay), ``REPORT_WINDOW``
     (1 MiB: through a relay, bytes of a message sent ahead of the receiver's
     Success-Reports), ``SUCCESS_REPORT_TIMEOUT`` (30 s: longest a message
     waits for a Success-Report before it fails with 408),
