@@ -414,7 +414,46 @@ def test_chat_line_goes_out_between_the_chunks_of_a_long_message(transports):
         message.wait()
     position = arrivals.index('text/plain')
     assert 0 < position < len(arrivals) - 1, 'the chat line waited for the whole transfer'
-    assert position <= 3  # at most one chunk (plus what was already in flight) ahead of it
+    # at most one write of the message (MESSAGE_WRITE_BYTES of body: 4 chunks of 16 KiB) ahead of it, plus one
+    assert position <= sender_session.MESSAGE_WRITE_BYTES // 16384 + 1
+
+
+def test_small_chunks_go_out_several_per_write(transports):
+    # Small chunks (as through a relay) are written several per syscall, up to MESSAGE_WRITE_BYTES of body
+    # and the message's window; a 64 KiB chunk goes alone.  Every byte still arrives, in order.
+    sender_session, receiver_session = sessions(transports)
+    writes = []
+    write_buffers = sender_session.msrp.write_buffers
+    sender_session.msrp.write_buffers = lambda buffers: (writes.append(len(buffers) // 3), write_buffers(buffers))
+    data = payload(1024 * 1024 + 100)
+    received = []
+    with gevent.Timeout(TIMEOUT):
+        message = sender_session.send_large_message(data, 'application/octet-stream', chunk_size=8192)
+        while True:
+            chunk = receiver_session.receive_chunk()
+            received.append(chunk.data)
+            if chunk.contflag == '$':
+                break
+        message.wait()
+    assert b''.join(received) == data
+    assert sum(writes) == len(received) == 129
+    assert max(writes) == min(sender_session.MESSAGE_WINDOW, sender_session.MESSAGE_WRITE_BYTES // 8192) == 8
+    assert len(writes) < 129 // 2
+    del writes[:]
+    with gevent.Timeout(TIMEOUT):
+        message = sender_session.send_large_message(data, 'application/octet-stream')  # 64 KiB chunks
+        while receiver_session.receive_chunk().contflag != '$':
+            pass
+        message.wait()
+    assert writes and max(writes) == 1
+    del writes[:]
+    with gevent.Timeout(TIMEOUT):
+        message = sender_session.send_large_message(data, 'application/octet-stream', chunk_size=8192)
+        message.relayed = True  # (before the writer takes it) as through a relay: smaller writes
+        while receiver_session.receive_chunk().contflag != '$':
+            pass
+        message.wait()
+    assert sum(writes) == 129 and max(writes) == sender_session.RELAY_WRITE_BYTES // 8192 == 3
 
 
 def test_413_response_stops_the_message_and_ends_it_with_hash(transports):
