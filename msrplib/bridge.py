@@ -352,19 +352,11 @@ class ThreadedAcceptor(_ThreadedConnectBase):
     _factory = staticmethod(get_acceptor)
 
 
-class ThreadedMessage:
-    """A message being sent (:meth:`ThreadedSession.send_large_message`), seen from another thread.
-
-    ``message`` is the :class:`~msrplib.message.OutgoingMessage` (read its
-    counters, do not call it); :meth:`wait` blocks the calling thread.
-    """
-
-    def __init__(self, message, future):
-        self.message = message
-        self._outcome = future
+class _MessageView:
+    """What every facade's message shows of the OutgoingMessage in ``message`` and its outcome Future."""
 
     def __repr__(self):
-        return '<ThreadedMessage %r>' % (self.message,)
+        return '<%s %r>' % (type(self).__name__, self.message)
 
     @property
     def message_id(self):
@@ -380,6 +372,18 @@ class ThreadedMessage:
     def done(self):
         """True once the outcome is known."""
         return self._outcome.done()
+
+
+class ThreadedMessage(_MessageView):
+    """A message being sent (:meth:`ThreadedSession.send_large_message`), seen from another thread.
+
+    ``message`` is the :class:`~msrplib.message.OutgoingMessage` (read its
+    counters, do not call it); :meth:`wait` blocks the calling thread.
+    """
+
+    def __init__(self, message, future):
+        self.message = message
+        self._outcome = future
 
     def wait(self, timeout=None):
         """Block until the message is delivered (returns self) or failed (raises MSRPTransactionError).
@@ -593,22 +597,12 @@ class AsyncAcceptor(_AsyncConnectBase):
     _threaded = ThreadedAcceptor
 
 
-class AsyncMessage:
+class AsyncMessage(_MessageView):
     """A message being sent (:meth:`AsyncSession.send_large_message`): ``await message.wait()``."""
 
     def __init__(self, threaded):
         self.message = threaded.message
         self._outcome = threaded._outcome
-
-    @property
-    def message_id(self):
-        """The Message-ID of the message."""
-        return self.message.message_id
-
-    @property
-    def done(self):
-        """True once the outcome is known."""
-        return self._outcome.done()
 
     async def wait(self):
         """Wait for delivery (returns self) or failure (raises MSRPTransactionError).
@@ -803,31 +797,13 @@ class TwistedAcceptor(_TwistedConnectBase):
     _threaded = ThreadedAcceptor
 
 
-class TwistedMessage:
+class TwistedMessage(_MessageView):
     """A message being sent (:meth:`TwistedSession.send_large_message`): ``message.wait()`` is a Deferred."""
 
     def __init__(self, threaded, reactor):
         self.message = threaded.message
         self._outcome = threaded._outcome
         self.reactor = reactor
-
-    def __repr__(self):
-        return '<TwistedMessage %r>' % (self.message,)
-
-    @property
-    def message_id(self):
-        """The Message-ID of the message."""
-        return self.message.message_id
-
-    @property
-    def file_selector(self):
-        """The RFC 5547 file-selector (messages made by ``send_file``), else None."""
-        return getattr(self.message, 'file_selector', None)
-
-    @property
-    def done(self):
-        """True once the outcome is known."""
-        return self._outcome.done()
 
     def wait(self):
         """A Deferred firing with this message once delivered; its failure wraps MSRPTransactionError.

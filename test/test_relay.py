@@ -78,7 +78,8 @@ def settings(relay, tls, **kwargs):
     return relay.settings(tls, **kwargs)
 
 
-def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None, assembler=None):
+def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None, assembler=None,
+            return_paths=False):
     """Run prepare/complete on both sides (the SDP exchange in between) and return both sessions.
 
     ``assembler``: the accepting side's session reassembles messages with it.
@@ -96,6 +97,8 @@ def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None,
     closing.extend([connector_transport, acceptor_transport])
     sa, sb = GreenMSRPSession(connector_transport), GreenMSRPSession(acceptor_transport, assembler=assembler)
     closing.extend([sa, sb])
+    if return_paths:
+        return sa, sb, connector_path, acceptor_path
     return sa, sb
 
 

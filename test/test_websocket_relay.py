@@ -19,6 +19,8 @@ from msrplib.session import GreenMSRPSession
 from msrplib.testing.wsrelay import ScriptedWebSocketRelay
 from msrplib.websocket import MSRPWebSocketError, is_invalid_host
 
+from test_relay import connect as relay_connect
+
 STEP = 10
 SCHEMES = [pytest.param(False, id='ws'), pytest.param(True, id='wss')]
 
@@ -35,22 +37,9 @@ def ws_relay():
         yield r
 
 
-def connect(connector, acceptor, closing, connector_uri=None, acceptor_uri=None, assembler=None):
-    """prepare/complete on both sides (the SDP exchange in between); returns both sessions and both paths."""
-    closing.extend([connector, acceptor])
-    with gevent.Timeout(STEP):
-        acceptor_path = acceptor.prepare(acceptor_uri)
-        connector_path = connector.prepare(connector_uri)
-        job = gevent.spawn(acceptor.complete, connector_path)
-        try:
-            connector_transport = connector.complete(acceptor_path)
-            acceptor_transport = job.get()
-        finally:
-            job.kill()
-    closing.extend([connector_transport, acceptor_transport])
-    sa, sb = GreenMSRPSession(connector_transport), GreenMSRPSession(acceptor_transport, assembler=assembler)
-    closing.extend([sa, sb])
-    return sa, sb, connector_path, acceptor_path
+def connect(connector, acceptor, closing, **options):
+    """test_relay's connect(); returns both sessions and both paths."""
+    return relay_connect(connector, acceptor, closing, return_paths=True, **options)
 
 
 def say(sender, receiver, text):
