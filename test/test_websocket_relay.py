@@ -15,7 +15,6 @@ from msrplib.connect import ConnectorDirect
 from msrplib.message import DEFAULT_RELAY_CHUNK_SIZE, MessageAssembler
 from msrplib.protocol import URI
 from msrplib.relay import AcceptorRelay, ConnectorRelay, MSRPRelayAuthError, MSRPRelaySettings
-from msrplib.session import GreenMSRPSession
 from msrplib.testing.wsrelay import ScriptedWebSocketRelay
 from msrplib.websocket import MSRPWebSocketError, is_invalid_host
 
