@@ -416,7 +416,24 @@ def _outcome_future(message):
     return future
 
 
-class ThreadedSession:
+class _SessionView:
+    """What every facade's session shows of the GreenMSRPSession in ``session``."""
+
+    def __repr__(self):
+        return '<%s %r>' % (type(self).__name__, self.session)
+
+    @property
+    def msrp(self):
+        """The bound transport (read its attributes, e.g. ``getPeer()``; do not call its I/O methods)."""
+        return self.session.msrp
+
+    @property
+    def connected(self):
+        """True while the session can send."""
+        return self.session.connected
+
+
+class ThreadedSession(_SessionView):
     """A :class:`~msrplib.session.GreenMSRPSession` used from OS threads.
 
     Made by ``ThreadedConnector/ThreadedAcceptor.complete()``, or
@@ -433,14 +450,6 @@ class ThreadedSession:
         self.executor = executor or _default_executor()
         self._stash = collections.deque()    # chunks received for callers who had gone (hub thread only)
         self._pump = None
-
-    def __repr__(self):
-        return '<ThreadedSession %r>' % (self.session,)
-
-    @property
-    def msrp(self):
-        """The bound transport (read its attributes, e.g. ``getPeer()``; do not call its I/O methods)."""
-        return self.session.msrp
 
     def _do(self, function, *args, timeout=None, **kwargs):
         return _result(call(function, *args, **kwargs), timeout)
@@ -551,11 +560,6 @@ class ThreadedSession:
         """As ``MSRPSession.shutdown``: flush, wait for the pending responses, close."""
         return self._do(self.session.shutdown, sync, timeout=timeout)
 
-    @property
-    def connected(self):
-        """True while the session can send."""
-        return self.session.connected
-
 
 # -- asyncio
 
@@ -617,7 +621,7 @@ class AsyncMessage(_MessageView):
         await _await(call(self.message.abort))
 
 
-class AsyncSession:
+class AsyncSession(_SessionView):
     """A :class:`~msrplib.session.GreenMSRPSession` used from asyncio: its methods are coroutines.
 
     Callbacks (``response_cb``, ``progress_cb``) run on the loop of the
@@ -631,19 +635,6 @@ class AsyncSession:
     def __init__(self, session):
         self._inner = session if isinstance(session, ThreadedSession) else ThreadedSession(session)
         self.session = self._inner.session
-
-    def __repr__(self):
-        return '<AsyncSession %r>' % (self.session,)
-
-    @property
-    def msrp(self):
-        """The bound transport (read its attributes only)."""
-        return self.session.msrp
-
-    @property
-    def connected(self):
-        """True while the session can send."""
-        return self.session.connected
 
     @staticmethod
     def _on_loop(function):
@@ -819,7 +810,7 @@ class TwistedMessage(_MessageView):
         return _deferred(call(self.message.abort), self.reactor)
 
 
-class TwistedSession:
+class TwistedSession(_SessionView):
     """A :class:`~msrplib.session.GreenMSRPSession` used from a Twisted reactor: methods return Deferreds.
 
     Deferreds fire, and callbacks (``response_cb``, ``progress_cb``,
@@ -835,19 +826,6 @@ class TwistedSession:
         self._inner = session if isinstance(session, ThreadedSession) else ThreadedSession(session)
         self.session = self._inner.session
         self.reactor = _twisted_reactor(reactor)
-
-    def __repr__(self):
-        return '<TwistedSession %r>' % (self.session,)
-
-    @property
-    def msrp(self):
-        """The bound transport (read its attributes only)."""
-        return self.session.msrp
-
-    @property
-    def connected(self):
-        """True while the session can send."""
-        return self.session.connected
 
     def _do(self, function, *args):
         return _deferred(call(function, *args), self.reactor)
