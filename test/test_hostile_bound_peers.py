@@ -10,13 +10,9 @@ documented worst cases with room for the interpreter's own noise.
 """
 
 import collections
-import os
-import subprocess
-import sys
 
 import gevent
 import gevent.socket
-import psutil
 import pytest
 from gevent.event import Event
 
@@ -28,9 +24,10 @@ from msrplib import tls
 
 from msrplib.testing.loopback import raw_peer_transport, socket_pair
 
+from victim_process import VictimProcess
+
 T = 10  # seconds any single blocking step may take
 MiB = 1024 * 1024
-HERE = os.path.dirname(os.path.abspath(__file__))
 ATTACKER = URI(host='127.0.0.1', port=9, use_tls=False, session_id='attacker')
 
 
@@ -121,29 +118,15 @@ class RawPeer:
 # ---------------------------------------------------------------------------
 # A victim in another process
 
-class Victim:
+class Victim(VictimProcess):
     """test/bound_victim.py in a subprocess; ``rss()`` is its resident memory, ``peak`` the most seen."""
 
     def __init__(self, kind):
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get('PYTHONPATH', ''))
-        self.process = subprocess.Popen([sys.executable, os.path.join(HERE, 'bound_victim.py'), kind, str(ATTACKER)],
-                                        stdout=subprocess.PIPE, env=env, text=True)
-        self.ps = psutil.Process(self.process.pid)
-        self.uri = URI.parse(self._line())
-        self.peak = 0
-        self._sampler = None
-
-    def _line(self):
-        with gevent.Timeout(T):
-            line = gevent.get_hub().threadpool.apply(self.process.stdout.readline)
-        assert line, 'the victim exited early'
-        return line.strip()
+        super().__init__('bound_victim.py', [kind, str(ATTACKER)], T)
+        self.uri = URI.parse(self.line())
 
     def wait_bound(self):
-        assert self._line() == 'bound'
-
-    def rss(self):
-        return self.ps.memory_info().rss
+        assert self.line() == 'bound'
 
     def settle(self):
         """The victim's RSS once it is idle (the largest of a few samples)."""
@@ -153,13 +136,6 @@ class Victim:
             samples.append(self.rss())
         return max(samples)
 
-    def start_sampling(self):
-        def sample():
-            while True:
-                self.peak = max(self.peak, self.rss())
-                gevent.sleep(0.01)
-        self._sampler = gevent.spawn(sample)
-
     def stop_sampling(self):
         self._sampler.kill()
         self.peak = max(self.peak, self.rss())
@@ -167,13 +143,6 @@ class Victim:
 
     def alive(self):
         return self.process.poll() is None
-
-    def close(self):
-        if self._sampler is not None:
-            self._sampler.kill()
-        self.process.kill()
-        self.process.wait(T)
-        self.process.stdout.close()
 
 
 @pytest.fixture

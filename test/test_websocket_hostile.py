@@ -10,8 +10,6 @@ chunk.  Every wait is under a timeout.
 """
 
 import os
-import subprocess
-import sys
 
 import gevent
 import psutil
@@ -28,10 +26,10 @@ from msrplib.transport import ConnectionDone, ConnectionLost
 from msrplib.websocket import WebSocketHandshakeError
 
 from test_websocket_relay import connect, chat
+from victim_process import VictimProcess
 
 T = 10
 MiB = 1024 * 1024
-HERE = os.path.dirname(os.path.abspath(__file__))
 OP_TEXT, OP_BINARY, OP_CONT, OP_CLOSE, OP_PING = 1, 2, 0, 8, 9
 
 
@@ -256,43 +254,18 @@ def test_endless_handshake_answer_is_refused_without_growing(closing):
 # ---------------------------------------------------------------------------
 # Memory: a victim in another process
 
-class Victim:
+class Victim(VictimProcess):
     """test/ws_victim.py in a subprocess, bound through ``relay``; ``peak`` is its largest RSS seen."""
 
     def __init__(self, relay):
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get('PYTHONPATH', ''))
-        self.process = subprocess.Popen([sys.executable, os.path.join(HERE, 'ws_victim.py'), relay.ws_url,
-                                         relay.username, relay.password], stdout=subprocess.PIPE, env=env, text=True)
-        self.ps = psutil.Process(self.process.pid)
+        super().__init__('ws_victim.py', [relay.ws_url, relay.username, relay.password], T)
         self.path = self.line().split()
-        self.peak = 0
-        self._sampler = None
-
-    def line(self):
-        with gevent.Timeout(T):
-            line = gevent.get_hub().threadpool.apply(self.process.stdout.readline)
-        assert line, 'the victim exited early'
-        return line.strip()
 
     def rss(self):
         try:
-            return self.ps.memory_info().rss
+            return super().rss()
         except psutil.NoSuchProcess:
             return 0
-
-    def start_sampling(self):
-        def sample():
-            while True:
-                self.peak = max(self.peak, self.rss())
-                gevent.sleep(0.01)
-        self._sampler = gevent.spawn(sample)
-
-    def close(self):
-        if self._sampler is not None:
-            self._sampler.kill()
-        self.process.kill()
-        self.process.wait(T)
-        self.process.stdout.close()
 
 
 @pytest.fixture
