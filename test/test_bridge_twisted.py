@@ -11,13 +11,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 pytest.importorskip('twisted')
 
-from test_bridge import ControlTicker  # noqa: E402
+from test_bridge import ControlTicker, run_script  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,17 +60,9 @@ def run(main, deadline):
 
 def run_reactor_script(body, timeout=90):
     """Run PRELUDE + ``body`` in a fresh interpreter; return (its JSON result, seconds)."""
-    start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, '-c', PRELUDE + textwrap.dedent(body)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    assert proc.returncode == 0, err
-    return json.loads(out.splitlines()[-1]), time.monotonic() - start
+    returncode, out, err, seconds = run_script(PRELUDE + textwrap.dedent(body), timeout)
+    assert returncode == 0, err
+    return json.loads(out.splitlines()[-1]), seconds
 
 
 def test_reactor_keeps_ticking_through_connect_a_100_mib_transfer_and_hangup():
