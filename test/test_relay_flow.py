@@ -22,14 +22,15 @@ import signal
 import gevent
 import pytest
 
-from msrplib.connect import AcceptorDirect
-from msrplib.message import MessageAssembler
-from msrplib.protocol import URI
+from msrplib.connect import AcceptorDirect, ConnectorDirect
+from msrplib.message import MessageAssembler, OutgoingMessage
+from msrplib.protocol import URI, ByteRange, ByteRangeHeader, StatusHeader
 from msrplib.relay import AcceptorRelay, ConnectorRelay
 from msrplib.session import GreenMSRPSession
 from msrplib.testing import KamailioRelay
 from msrplib.testing.pytest_plugin import require_kamailio
 
+from test_message import RecordingTransport
 from test_relay import settings
 from test_relay_large import HashingSink, SeededStream, seeded_sha256
 
@@ -43,6 +44,93 @@ OVERFLOW_LINES = ('write queue full', 'ct write buffer full')
 TRANSPORTS = [pytest.param(False, id='tcp'), pytest.param(True, id='tls')]
 
 pytestmark = pytest.mark.timeout(120)
+
+
+# ---------------------------------------------------------------------------
+# The start window on its own (no relay process needed)
+
+
+def test_start_window_holds_the_message_until_the_first_report():
+    message = OutgoingMessage(b'x' * 100000, 'application/octet-stream', chunk_size=8192, report_window=MiB,
+                              start_window=8192)
+    transport = RecordingTransport().transport
+    first = message.next_chunk(transport)
+    assert message.bytes_sent == 8192 and not message.ready  # one chunk, then wait for the receiver
+    report = transport.make_chunk(method='REPORT', message_id=message.message_id)
+    report.add_header(StatusHeader('000 200 OK'))
+    report.add_header(ByteRangeHeader(decoded=ByteRange(1, 8192, 100000)))
+    message.handle_report(report)
+    assert message.bytes_confirmed == 8192 and message.ready  # then the report window: the rest may go
+    while message.ready:
+        message.next_chunk(transport)
+    assert first.byte_range.start == 1
+    assert message.bytes_sent == message.window * 8192  # now only the hop-by-hop window (no responses here)
+    with pytest.raises(ValueError):
+        OutgoingMessage(b'x', 'text/plain', start_window=0)
+
+
+class RecordingSession(GreenMSRPSession):
+    """Records the REPORTs of its messages (their Byte-Range) with what it had sent when each came."""
+
+    def __init__(self, *args, **kwargs):
+        GreenMSRPSession.__init__(self, *args, **kwargs)
+        self.reports = []
+
+    def _handle_incoming_REPORT(self, chunk):
+        message = self._outgoing_messages.get(chunk.message_id)
+        if message is not None:
+            self.reports.append((tuple(chunk.byte_range)[:2], message.bytes_sent))
+        GreenMSRPSession._handle_incoming_REPORT(self, chunk)
+
+
+class RelayedSession(RecordingSession):
+    """Takes its (direct, loopback) path for one through a relay."""
+    relayed = True
+
+
+def loopback_pair(closing, session_class):
+    acceptor, connector = AcceptorDirect(), ConnectorDirect()
+    closing.extend([acceptor, connector])
+    with gevent.Timeout(STEP):
+        path = acceptor.prepare(URI(host='127.0.0.1', port=0))
+        connector_path = connector.prepare(URI(host='127.0.0.1'))
+        job = gevent.spawn(acceptor.complete, connector_path)
+        sa = session_class(connector.complete(path))
+        sb = session_class(job.get(), assembler=MessageAssembler())
+    closing.extend([sa, sb])
+    return sa, sb
+
+
+def test_relayed_message_waits_for_the_first_report_which_the_receiver_sends_at_once(closing):
+    """Through a relay the sender sends one chunk, the receiver reports it at once, and only then the rest goes
+    (paced on REPORT_WINDOW); the receiver's other reports stay on the PROGRESS_REPORT_INTERVAL grid."""
+    sa, sb = loopback_pair(closing, RelayedSession)
+    size = 2 * MiB + 5
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(size), 'application/octet-stream')
+        assert message.chunk_size == sa.RELAY_CHUNK_SIZE == sa.RELAY_START_WINDOW
+        received = sb.receive_chunk()
+        message.wait()
+    assert received.size == size and message.confirmed
+    assert sa.reports[0] == ((1, 8192), 8192)  # the first chunk, reported before a second one went out
+    interval = sb.PROGRESS_REPORT_INTERVAL
+    assert [r for r, _ in sa.reports[1:]] == [(k * interval + 1, (k + 1) * interval) for k in range(8)] + [(1, size)]
+    assert all(sent - confirmed[1] <= sa.REPORT_WINDOW + sa.RELAY_WRITE_BYTES for confirmed, sent in sa.reports)
+
+
+def test_direct_path_has_no_start_window_and_no_early_report(closing):
+    sa, sb = loopback_pair(closing, RecordingSession)
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(300000), 'application/octet-stream', success_report=True,
+                                        chunk_size=8192)
+        sb.receive_chunk()
+        message.wait()
+    assert message.start_window is None and message.confirmed
+    assert [r for r, _ in sa.reports] == [(1, sb.PROGRESS_REPORT_INTERVAL), (1, 300000)]
+
+
+# ---------------------------------------------------------------------------
+# Kamailio's tcp_main late while a session starts
 
 
 @pytest.fixture
