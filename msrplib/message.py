@@ -154,7 +154,11 @@ class OutgoingMessage:
     ``report_window`` bytes are sent beyond what the receiver's REPORTs
     confirm.  Such a message, like one sent with ``success_report``, counts
     as delivered only once REPORTs cover all of it (``confirmed`` is then
-    True).  ``report_timeout`` (seconds, None: no limit) bounds the wait for
+    True).  ``start_window`` (bytes, None: off), with ``report_window``:
+    until a REPORT of the receiver confirms any of the message, at most that
+    many bytes are sent (a relay may queue the first frames in a small
+    buffer while it opens its onward connection; the first REPORT shows
+    that connection works).  ``report_timeout`` (seconds, None: no limit) bounds the wait for
     those REPORTs: when the message waits for them and none has come (nor
     any other progress) for that long, it fails with 408 and a comment
     saying that no Success-Report came.  ``relayed`` says a relay is in the
@@ -164,7 +168,7 @@ class OutgoingMessage:
 
     def __init__(self, source, content_type, message_id=None, chunk_size=DEFAULT_CHUNK_SIZE, success_report=False,
                  failure_report='yes', progress_cb=None, headers=None, window=DEFAULT_WINDOW, report_window=None,
-                 report_timeout=None, relayed=False):
+                 report_timeout=None, relayed=False, start_window=None):
         if isinstance(source, str):
             source = source.encode('utf-8')
         if chunk_size < 1:
@@ -173,6 +177,8 @@ class OutgoingMessage:
             raise ValueError('window must be positive')
         if report_window is not None and report_window < 1:
             raise ValueError('report_window must be positive (or None)')
+        if start_window is not None and start_window < 1:
+            raise ValueError('start_window must be positive (or None)')
         if failure_report not in ('yes', 'partial'):
             raise ValueError("failure_report must be 'yes' or 'partial' (a message needs its responses)")
         if progress_cb is not None and not callable(progress_cb):
@@ -183,6 +189,7 @@ class OutgoingMessage:
         self.chunk_size = chunk_size
         self.window = window
         self.report_window = report_window
+        self.start_window = start_window
         self.report_timeout = report_timeout
         self.relayed = relayed
         self._wake = None  # set by the session's writer: call when a held-back message may send again
@@ -371,7 +378,15 @@ class OutgoingMessage:
     def _awaiting_reports(self):
         if self._finished_sending:
             return not self._pending_chunks
-        return self.report_window is not None and self.bytes_sent - self.bytes_confirmed >= self.report_window
+        window = self._current_report_window()
+        return window is not None and self.bytes_sent - self.bytes_confirmed >= window
+
+    def _current_report_window(self):
+        # report_window, or start_window (the smaller) while no REPORT has confirmed any byte of the message yet.
+        window = self.report_window
+        if window is not None and self.start_window is not None and not self._reported.starts:
+            return min(window, self.start_window)
+        return window
 
     def _watch(self, timeout):
         while not self.outcome.ready():
@@ -393,14 +408,16 @@ class OutgoingMessage:
     @property
     def ready(self):
         """True when the writer may send the next chunk now: fewer than ``window`` chunks await a response
-        (and, with ``report_window``, fewer than that many bytes await the receiver's REPORTs)."""
+        (and, with ``report_window``, fewer than that many bytes -- ``start_window`` until the first REPORT --
+        await the receiver's REPORTs)."""
         if self._finished_sending:
             return False
         if self._abort_requested:
             return True
         if self._pending_chunks >= self.window:
             return False
-        return self.report_window is None or self.bytes_sent - self.bytes_confirmed < self.report_window
+        window = self._current_report_window()
+        return window is None or self.bytes_sent - self.bytes_confirmed < window
 
     @property
     def wants_writer(self):

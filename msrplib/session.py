@@ -195,7 +195,9 @@ class MSRPSession:
     much body, while its windows have room and nothing else is queued),
     ``RELAY_WRITE_BYTES`` (24 KiB: the same limit through a relay), ``REPORT_WINDOW``
     (1 MiB: through a relay, bytes of a message sent ahead of the receiver's
-    Success-Reports), ``SUCCESS_REPORT_TIMEOUT`` (30 s: longest a message
+    Success-Reports), ``RELAY_START_WINDOW`` (8 KiB: through a relay, bytes
+    of a message sent before the receiver's first Success-Report; a message
+    larger than this is paced on the receiver's REPORTs), ``SUCCESS_REPORT_TIMEOUT`` (30 s: longest a message
     waits for a Success-Report before it fails with 408),
     ``PROGRESS_REPORT_INTERVAL`` (256 KiB: while reassembling a message whose
     chunks ask for Success-Reports, a REPORT for the bytes received so far
@@ -218,6 +220,7 @@ class MSRPSession:
     MESSAGE_WRITE_BYTES = 65536
     RELAY_WRITE_BYTES = 24576
     REPORT_WINDOW = 1024 * 1024
+    RELAY_START_WINDOW = 8192
     SUCCESS_REPORT_TIMEOUT = 30
     PROGRESS_REPORT_INTERVAL = 256 * 1024
     SHUTDOWN_TIMEOUT = 10
@@ -413,9 +416,12 @@ class MSRPSession:
         with one Message-ID and their Byte-Ranges; anything sent meanwhile
         goes out between them.  ``success_report`` asks the receiver for
         REPORTs, and the message counts as delivered only once they cover
-        it; through a relay a message larger than ``REPORT_WINDOW`` always
-        does, and is paced on those REPORTs (see
-        :class:`~msrplib.message.OutgoingMessage` ``report_window``).  A
+        it; through a relay a message larger than ``RELAY_START_WINDOW``
+        always does, and is paced on those REPORTs: at most
+        ``RELAY_START_WINDOW`` bytes until the first one, then
+        ``REPORT_WINDOW`` beyond what they confirm (see
+        :class:`~msrplib.message.OutgoingMessage` ``report_window`` and
+        ``start_window``; doc/relay.md says why).  A
         message waiting for REPORTs fails with 408 when none comes within
         ``SUCCESS_REPORT_TIMEOUT`` seconds.  ``progress_cb(message)`` sees
         ``message.bytes_acknowledged`` grow; ``message.wait()`` returns when
@@ -437,8 +443,14 @@ class MSRPSession:
                                   failure_report=failure_report, progress_cb=progress_cb, headers=headers,
                                   window=window or self.MESSAGE_WINDOW, report_timeout=self.SUCCESS_REPORT_TIMEOUT,
                                   relayed=relayed)
-        if relayed and self.REPORT_WINDOW and (message.size is None or message.size > self.REPORT_WINDOW):
-            message.report_window = self.REPORT_WINDOW  # a relay's 200 says nothing: pace on the receiver's REPORTs
+        start = self.RELAY_START_WINDOW
+        if relayed and self.REPORT_WINDOW and (message.size is None or message.size > (start or self.REPORT_WINDOW)):
+            # A relay's 200 says nothing: pace on the receiver's REPORTs.  Until the first one, one chunk: a relay
+            # opening its onward connection (Kamailio: a new one to the next relay, or to itself when both ends
+            # use it) queues every frame for it meanwhile, 32 KiB at most by default (64 KiB for TLS), and drops
+            # the connection when more comes; the first REPORT shows that connection carries the frames.
+            message.report_window = self.REPORT_WINDOW
+            message.start_window = start or None
         self._outgoing_messages[message.message_id] = message
         message.outcome.rawlink(lambda _: self._outgoing_messages.pop(message.message_id, None))
         self._unsent += 1
@@ -897,6 +909,10 @@ class MSRPSession:
             pending = reports[message_id] = [start, end]
             while len(reports) > 1024:
                 reports.popitem(last=False)
+            if start == 1 and self.relayed:
+                # Through a relay the sender sends at most RELAY_START_WINDOW until this first REPORT (it shows
+                # the relays' onward connections carry the message); the range stays pending for the next one.
+                self._send_progress_report(chunk, pending)
         else:
             pending[1] = end
         if pending[1] - pending[0] + 1 >= interval:

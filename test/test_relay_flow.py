@@ -1,0 +1,228 @@
+"""Flow control through a real Kamailio relay with its default TCP/TLS settings: its write queues never overflow.
+
+Kamailio forwards a frame on the next hop's connection at once when the
+socket takes it, else it queues the frame (``tcp_conn_wq_max``, 32 KiB per
+connection by default; over TLS while the handshake runs, the tls module's
+clear-text queue, ``con_ct_wq_max``, 64 KiB).  Beyond that it logs ``write
+queue full`` / ``ct write buffer full``, drops the frame and marks the
+connection bad.  When the next hop's connection does not exist yet -- the
+first frames of a session whose both ends use the same relay (Kamailio
+forwards to itself), or whose far end has no relay (Kamailio connects to
+it) -- every frame goes to that queue until Kamailio's tcp_main process
+has taken the new connection over.  On a loaded machine tcp_main runs late;
+these tests make it late on purpose (SIGSTOP for a second) while the
+session starts and a large message goes out: the sender may then have at
+most one chunk in flight (``MSRPSession.RELAY_START_WINDOW``), and the
+message arrives whole.  doc/relay.md ("Flow control") has the bound.
+"""
+
+import os
+import signal
+
+import gevent
+import pytest
+
+from msrplib.connect import AcceptorDirect, ConnectorDirect
+from msrplib.message import MessageAssembler, OutgoingMessage
+from msrplib.protocol import URI, ByteRange, ByteRangeHeader, StatusHeader
+from msrplib.relay import AcceptorRelay, ConnectorRelay
+from msrplib.session import GreenMSRPSession
+from msrplib.testing import KamailioRelay
+from msrplib.testing.pytest_plugin import require_kamailio
+
+from test_message import RecordingTransport
+from test_relay import settings
+from test_relay_large import HashingSink, SeededStream, seeded_sha256
+
+MiB = 1024 * 1024
+STEP = 10
+#: How long Kamailio's tcp_main process is stopped while the session starts.
+STALL = 1.0
+#: What Kamailio logs when it drops a frame because a connection's queue is full.
+OVERFLOW_LINES = ('write queue full', 'ct write buffer full')
+
+TRANSPORTS = [pytest.param(False, id='tcp'), pytest.param(True, id='tls')]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# ---------------------------------------------------------------------------
+# The start window on its own (no relay process needed)
+
+
+def test_start_window_holds_the_message_until_the_first_report():
+    message = OutgoingMessage(b'x' * 100000, 'application/octet-stream', chunk_size=8192, report_window=MiB,
+                              start_window=8192)
+    transport = RecordingTransport().transport
+    first = message.next_chunk(transport)
+    assert message.bytes_sent == 8192 and not message.ready  # one chunk, then wait for the receiver
+    report = transport.make_chunk(method='REPORT', message_id=message.message_id)
+    report.add_header(StatusHeader('000 200 OK'))
+    report.add_header(ByteRangeHeader(decoded=ByteRange(1, 8192, 100000)))
+    message.handle_report(report)
+    assert message.bytes_confirmed == 8192 and message.ready  # then the report window: the rest may go
+    while message.ready:
+        message.next_chunk(transport)
+    assert first.byte_range.start == 1
+    assert message.bytes_sent == message.window * 8192  # now only the hop-by-hop window (no responses here)
+    with pytest.raises(ValueError):
+        OutgoingMessage(b'x', 'text/plain', start_window=0)
+
+
+class RecordingSession(GreenMSRPSession):
+    """Records the REPORTs of its messages (their Byte-Range) with what it had sent when each came."""
+
+    def __init__(self, *args, **kwargs):
+        GreenMSRPSession.__init__(self, *args, **kwargs)
+        self.reports = []
+
+    def _handle_incoming_REPORT(self, chunk):
+        message = self._outgoing_messages.get(chunk.message_id)
+        if message is not None:
+            self.reports.append((tuple(chunk.byte_range)[:2], message.bytes_sent))
+        GreenMSRPSession._handle_incoming_REPORT(self, chunk)
+
+
+class RelayedSession(RecordingSession):
+    """Takes its (direct, loopback) path for one through a relay."""
+    relayed = True
+
+
+def loopback_pair(closing, session_class):
+    acceptor, connector = AcceptorDirect(), ConnectorDirect()
+    closing.extend([acceptor, connector])
+    with gevent.Timeout(STEP):
+        path = acceptor.prepare(URI(host='127.0.0.1', port=0))
+        connector_path = connector.prepare(URI(host='127.0.0.1'))
+        job = gevent.spawn(acceptor.complete, connector_path)
+        sa = session_class(connector.complete(path))
+        sb = session_class(job.get(), assembler=MessageAssembler())
+    closing.extend([sa, sb])
+    return sa, sb
+
+
+def test_relayed_message_waits_for_the_first_report_which_the_receiver_sends_at_once(closing):
+    """Through a relay the sender sends one chunk, the receiver reports it at once, and only then the rest goes
+    (paced on REPORT_WINDOW); the receiver's other reports stay on the PROGRESS_REPORT_INTERVAL grid."""
+    sa, sb = loopback_pair(closing, RelayedSession)
+    size = 2 * MiB + 5
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(size), 'application/octet-stream')
+        assert message.chunk_size == sa.RELAY_CHUNK_SIZE == sa.RELAY_START_WINDOW
+        received = sb.receive_chunk()
+        message.wait()
+    assert received.size == size and message.confirmed
+    assert sa.reports[0] == ((1, 8192), 8192)  # the first chunk, reported before a second one went out
+    interval = sb.PROGRESS_REPORT_INTERVAL
+    assert [r for r, _ in sa.reports[1:]] == [(k * interval + 1, (k + 1) * interval) for k in range(8)] + [(1, size)]
+    assert all(sent - confirmed[1] <= sa.REPORT_WINDOW + sa.RELAY_WRITE_BYTES for confirmed, sent in sa.reports)
+
+
+def test_direct_path_has_no_start_window_and_no_early_report(closing):
+    sa, sb = loopback_pair(closing, RecordingSession)
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(300000), 'application/octet-stream', success_report=True,
+                                        chunk_size=8192)
+        sb.receive_chunk()
+        message.wait()
+    assert message.start_window is None and message.confirmed
+    assert [r for r, _ in sa.reports] == [(1, sb.PROGRESS_REPORT_INTERVAL), (1, 300000)]
+
+
+# ---------------------------------------------------------------------------
+# Kamailio's tcp_main late while a session starts
+
+
+@pytest.fixture
+def relay():
+    """A fresh relay per test: its onward connections do not exist yet."""
+    require_kamailio()
+    r = KamailioRelay(debug=1).__enter__()
+    yield r
+    r.close()
+
+
+def tcp_main_pid(relay, port):
+    """The pid of Kamailio's tcp_main: the only process that holds the listening socket of ``port``."""
+    inode = None
+    for name in ('/proc/net/tcp', '/proc/net/tcp6'):
+        with open(name) as f:
+            for line in f.read().splitlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(':%04X' % port) and fields[3] == '0A':  # 0A: LISTEN
+                    inode = fields[9]
+    assert inode is not None, 'no listening socket on %d' % port
+    target = 'socket:[%s]' % inode
+    holders = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/comm' % pid) as f:
+                if f.read().strip() != 'kamailio':
+                    continue
+            if any(os.readlink('/proc/%s/fd/%s' % (pid, fd)) == target for fd in os.listdir('/proc/%s/fd' % pid)):
+                holders.append(int(pid))
+        except OSError:
+            continue
+    assert len(holders) == 1, holders
+    return holders[0]
+
+
+def assert_no_overflow(relay):
+    log = relay.log_text()
+    for line in OVERFLOW_LINES:
+        assert line not in log, relay.log_tail()
+
+
+@pytest.mark.parametrize('which', ['both', 'connector'])
+@pytest.mark.parametrize('tls', TRANSPORTS)
+def test_late_relay_does_not_overflow_at_the_start(relay, closing, tls, which):
+    """Kamailio's tcp_main is stopped while the session binds and a 4 MiB message starts: every frame for the
+    connection Kamailio opens meanwhile waits in its queue.  The sender stops after one chunk until the
+    receiver's first REPORT; the queue holds it, and everything arrives once tcp_main runs again.  (Paced only
+    on REPORT_WINDOW, 1 MiB, the sender had sent 128 chunks by then: Kamailio kept three (over TLS, none) and
+    dropped the others, and the message failed with 408 after SUCCESS_REPORT_TIMEOUT.)"""
+    size = 4 * MiB
+    sinks = []
+
+    def open_file(message):
+        sinks.append(HashingSink())
+        return sinks[-1]
+    connector = ConnectorRelay(settings(relay, tls))
+    if which == 'both':
+        acceptor, acceptor_uri = AcceptorRelay(settings(relay, tls)), None
+    else:
+        acceptor, acceptor_uri = AcceptorDirect(), URI(host=relay.host, port=0, use_tls=tls)
+    closing.extend([connector, acceptor])
+    with gevent.Timeout(STEP):
+        acceptor_path = acceptor.prepare(acceptor_uri)
+        connector_path = connector.prepare(None)
+    stopped = tcp_main_pid(relay, relay.tls_port if tls else relay.port)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        with gevent.Timeout(STEP):
+            job = gevent.spawn(acceptor.complete, connector_path)
+            sa = GreenMSRPSession(connector.complete(acceptor_path))
+            closing.append(sa)
+            assert sa.relayed
+            message = sa.send_large_message(SeededStream(size, 3), 'application/octet-stream')
+            # the sender sends what its windows allow; the relay's worker holding the sender's connection (it
+            # has just read the AUTH) answers each frame and queues it for the connection tcp_main has not taken
+            with gevent.Timeout(STEP / 2, False):
+                while message.ready or message.bytes_acknowledged < message.bytes_sent:
+                    gevent.sleep(0.01)
+            gevent.sleep(STALL)
+        assert message.bytes_sent <= sa.RELAY_START_WINDOW  # the start window, not the 1 MiB report window
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    try:
+        with gevent.Timeout(STEP * 6):
+            sb = GreenMSRPSession(job.get(), assembler=MessageAssembler(max_message_size=size, open_file=open_file))
+            closing.append(sb)
+            received = sb.receive_chunk()
+            message.wait()
+    finally:
+        job.kill()
+    assert received.size == size
+    assert sinks[0].written == size and sinks[0].digest.hexdigest() == seeded_sha256(size, 3)
+    assert message.confirmed and message.bytes_confirmed == size
+    assert_no_overflow(relay)
