@@ -158,7 +158,11 @@ class OutgoingMessage:
     until a REPORT of the receiver confirms any of the message, at most that
     many bytes are sent (a relay may queue the first frames in a small
     buffer while it opens its onward connection; the first REPORT shows
-    that connection works).  ``report_timeout`` (seconds, None: no limit) bounds the wait for
+    that connection works).  ``start_wait`` (seconds, None: no limit) ends
+    that start early when no REPORT came that long after the first chunk
+    went out: a receiver may report only once it has the whole message
+    (RFC 4975 allows it), and the rest then goes paced on
+    ``report_window``.  ``report_timeout`` (seconds, None: no limit) bounds the wait for
     those REPORTs: when the message waits for them and none has come (nor
     any other progress) for that long, it fails with 408 and a comment
     saying that no Success-Report came.  ``relayed`` says a relay is in the
@@ -168,7 +172,7 @@ class OutgoingMessage:
 
     def __init__(self, source, content_type, message_id=None, chunk_size=DEFAULT_CHUNK_SIZE, success_report=False,
                  failure_report='yes', progress_cb=None, headers=None, window=DEFAULT_WINDOW, report_window=None,
-                 report_timeout=None, relayed=False, start_window=None):
+                 report_timeout=None, relayed=False, start_window=None, start_wait=None):
         if isinstance(source, str):
             source = source.encode('utf-8')
         if chunk_size < 1:
@@ -179,6 +183,8 @@ class OutgoingMessage:
             raise ValueError('report_window must be positive (or None)')
         if start_window is not None and start_window < 1:
             raise ValueError('start_window must be positive (or None)')
+        if start_wait is not None and start_wait < 0:
+            raise ValueError('start_wait must not be negative (or None)')
         if failure_report not in ('yes', 'partial'):
             raise ValueError("failure_report must be 'yes' or 'partial' (a message needs its responses)")
         if progress_cb is not None and not callable(progress_cb):
@@ -190,6 +196,8 @@ class OutgoingMessage:
         self.window = window
         self.report_window = report_window
         self.start_window = start_window
+        self.start_wait = start_wait
+        self._start_over = False  # set start_wait seconds after the first chunk: the start window no longer holds
         self.report_timeout = report_timeout
         self.relayed = relayed
         self._wake = None  # set by the session's writer: call when a held-back message may send again
@@ -275,6 +283,7 @@ class OutgoingMessage:
         if self.state == MessageState.QUEUED:
             self.state = MessageState.SENDING
             self._start_watchdog()
+            self._start_start_timer()
         self._last_progress = time.monotonic()
         data = self._lookahead if self._lookahead is not None else self._read()
         self._lookahead = None
@@ -382,11 +391,27 @@ class OutgoingMessage:
         return window is not None and self.bytes_sent - self.bytes_confirmed >= window
 
     def _current_report_window(self):
-        # report_window, or start_window (the smaller) while no REPORT has confirmed any byte of the message yet.
+        # report_window, or start_window (the smaller) while no REPORT has confirmed any byte of the message yet
+        # (and start_wait has not run out).
         window = self.report_window
-        if window is not None and self.start_window is not None and not self._reported.starts:
+        if window is not None and self.start_window is not None and not self._reported.starts \
+                and not self._start_over:
             return min(window, self.start_window)
         return window
+
+    def _start_start_timer(self):
+        # After start_wait seconds without a REPORT, let the message go on paced on report_window alone.
+        if self.start_wait is None or self.start_window is None or self.report_window is None:
+            return
+        timer = gevent.spawn_later(self.start_wait, self._end_start)
+        self.outcome.rawlink(lambda _: timer.kill(block=False))
+
+    def _end_start(self):
+        if self._start_over or self.outcome.ready():
+            return
+        self._start_over = True
+        if not self._reported.starts and self._wake is not None and not self._finished_sending:
+            self._wake()  # held back by the start window: the writer may send more
 
     def _watch(self, timeout):
         while not self.outcome.ready():

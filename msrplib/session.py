@@ -197,7 +197,10 @@ class MSRPSession:
     (1 MiB: through a relay, bytes of a message sent ahead of the receiver's
     Success-Reports), ``RELAY_START_WINDOW`` (8 KiB: through a relay, bytes
     of a message sent before the receiver's first Success-Report; a message
-    larger than this is paced on the receiver's REPORTs), ``SUCCESS_REPORT_TIMEOUT`` (30 s: longest a message
+    larger than this is paced on the receiver's REPORTs), ``RELAY_START_WAIT``
+    (2 s: how long that start waits for the first Success-Report before the
+    message goes on paced on ``REPORT_WINDOW`` alone, for receivers that
+    report only whole messages; None: as long as it takes), ``SUCCESS_REPORT_TIMEOUT`` (30 s: longest a message
     waits for a Success-Report before it fails with 408),
     ``PROGRESS_REPORT_INTERVAL`` (256 KiB: while reassembling a message whose
     chunks ask for Success-Reports, a REPORT for the bytes received so far
@@ -221,6 +224,7 @@ class MSRPSession:
     RELAY_WRITE_BYTES = 24576
     REPORT_WINDOW = 1024 * 1024
     RELAY_START_WINDOW = 8192
+    RELAY_START_WAIT = 2
     SUCCESS_REPORT_TIMEOUT = 30
     PROGRESS_REPORT_INTERVAL = 256 * 1024
     SHUTDOWN_TIMEOUT = 10
@@ -418,8 +422,9 @@ class MSRPSession:
         REPORTs, and the message counts as delivered only once they cover
         it; through a relay a message larger than ``RELAY_START_WINDOW``
         always does, and is paced on those REPORTs: at most
-        ``RELAY_START_WINDOW`` bytes until the first one, then
-        ``REPORT_WINDOW`` beyond what they confirm (see
+        ``RELAY_START_WINDOW`` bytes until the first one (or for
+        ``RELAY_START_WAIT`` seconds), then ``REPORT_WINDOW`` beyond what
+        they confirm (see
         :class:`~msrplib.message.OutgoingMessage` ``report_window`` and
         ``start_window``; doc/relay.md says why).  A
         message waiting for REPORTs fails with 408 when none comes within
@@ -451,6 +456,7 @@ class MSRPSession:
             # the connection when more comes; the first REPORT shows that connection carries the frames.
             message.report_window = self.REPORT_WINDOW
             message.start_window = start or None
+            message.start_wait = self.RELAY_START_WAIT
         self._outgoing_messages[message.message_id] = message
         message.outcome.rawlink(lambda _: self._outgoing_messages.pop(message.message_id, None))
         self._unsent += 1

@@ -69,6 +69,22 @@ def test_start_window_holds_the_message_until_the_first_report():
         OutgoingMessage(b'x', 'text/plain', start_window=0)
 
 
+def test_start_window_ends_after_start_wait_without_a_report():
+    message = OutgoingMessage(b'x' * 100000, 'application/octet-stream', chunk_size=8192, report_window=MiB,
+                              start_window=8192, start_wait=0.05)
+    woken = []
+    message._wake = lambda: woken.append(message.bytes_sent)  # what the session's writer installs
+    transport = RecordingTransport().transport
+    message.next_chunk(transport)
+    assert not message.ready
+    with gevent.Timeout(STEP):
+        while not woken:
+            gevent.sleep(0.01)
+    assert woken == [8192] and message.ready  # no REPORT came: the rest goes, paced on report_window
+    with pytest.raises(ValueError):
+        OutgoingMessage(b'x', 'text/plain', start_wait=-1)
+
+
 class RecordingSession(GreenMSRPSession):
     """Records the REPORTs of its messages (their Byte-Range) with what it had sent when each came."""
 
@@ -116,6 +132,25 @@ def test_relayed_message_waits_for_the_first_report_which_the_receiver_sends_at_
     interval = sb.PROGRESS_REPORT_INTERVAL
     assert [r for r, _ in sa.reports[1:]] == [(k * interval + 1, (k + 1) * interval) for k in range(8)] + [(1, size)]
     assert all(sent - confirmed[1] <= sa.REPORT_WINDOW + sa.RELAY_WRITE_BYTES for confirmed, sent in sa.reports)
+
+
+def test_receiver_that_reports_only_whole_messages_gets_them_after_start_wait(closing):
+    """RFC 4975 lets a receiver report a message only once it has all of it: through a relay the sender holds
+    the message at RELAY_START_WINDOW for RELAY_START_WAIT, then sends the rest (held for good, it failed with 408
+    once SUCCESS_REPORT_TIMEOUT passed)."""
+    sa, sb = loopback_pair(closing, RelayedSession)
+    sb.PROGRESS_REPORT_INTERVAL = 0  # no progress reports, no early one: one REPORT for the whole message
+    sa.RELAY_START_WAIT = 0.5
+    sa.SUCCESS_REPORT_TIMEOUT = 5
+    size = 300000
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(size), 'application/octet-stream')
+        gevent.sleep(0.2)
+        assert message.bytes_sent == sa.RELAY_START_WINDOW  # still held: the receiver may yet report
+        received = sb.receive_chunk()
+        message.wait()
+    assert received.size == size and message.confirmed
+    assert sa.reports == [((1, size), size)]
 
 
 def test_direct_path_has_no_start_window_and_no_early_report(closing):
@@ -204,6 +239,7 @@ def test_late_relay_does_not_overflow_at_the_start(relay, closing, tls, which):
             sa = GreenMSRPSession(connector.complete(acceptor_path))
             closing.append(sa)
             assert sa.relayed
+            sa.RELAY_START_WAIT = None  # however late the first REPORT (the default gives up after 2 s)
             message = sa.send_large_message(SeededStream(size, 3), 'application/octet-stream')
             # the sender sends what its windows allow; the relay's worker holding the sender's connection (it
             # has just read the AUTH) answers each frame and queues it for the connection tcp_main has not taken
