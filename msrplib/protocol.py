@@ -998,7 +998,13 @@ class MSRPData:
                 return value
         else:
             value = headers.get(name)
-        return None if value is None else value.decoded
+        if value is None:
+            return None
+        if type(value) is cls:  # (read for every header of every chunk: no property call once decoded)
+            decoded = value._decoded
+            if decoded is not _UNSET:
+                return decoded
+        return value.decoded
 
     def add_header(self, header):
         """Add or replace a header (an :class:`MSRPHeader`)."""

@@ -867,7 +867,7 @@ class MSRPSession:
             report = make_report(chunk, 200, 'OK')
             if report is not None:  # one REPORT for the whole message
                 report.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(1, message.size, message.size))
-                self._queue_internal(report)
+                self._send_report(report)
 
     def _progress_report(self, chunk, code):
         # RFC 4975 §7.1.2: a receiver may report on parts of a message.  While a message whose chunks ask for
@@ -908,7 +908,25 @@ class MSRPSession:
         if report is not None:
             report.headers['Byte-Range'] = ByteRangeHeader(
                 decoded=ByteRange(byte_range[0], byte_range[1], chunk.byte_range.total))
+            self._send_report(report)
+
+    def _send_report(self, report):
+        # A REPORT the reader makes about a message it reassembles.  When the writer has nothing queued (the usual
+        # case while receiving) it is written from here at once, with the responses held back so far: the reader
+        # lets the writer run only when it yields (every READER_YIELD_BYTES while input keeps coming), and a
+        # sender behind a relay paces itself on these REPORTs.  Otherwise it is queued behind what is there.
+        write_promptly = getattr(self.msrp, '_write_promptly', None)
+        if write_promptly is None or not self._writer_idle or self._unsent or self._failure is not None:
             self._queue_internal(report)
+            return
+        data = self._outgoing_bytes(report, None)
+        if data is None:
+            return
+        self._last_activity = time.monotonic()
+        try:
+            write_promptly(data)
+        except ConnectionClosed:
+            pass  # the reader sees the closure
 
     def _handle_incoming_REPORT(self, chunk):
         if self._check_request(chunk) is None:
