@@ -419,8 +419,9 @@ class ByteRangeHeaderType:
     def decode(encoded):
         start, _, end = encoded.partition('-')
         end, _, total = end.partition('/')
-        if len(encoded) <= 20 and start.isdigit() and end.isdigit() and total.isdigit() and encoded.isascii():
-            # fast path for the common all-numeric form (at most 20 characters: no part over 18 digits)
+        if len(start) <= 18 and len(end) <= 18 and len(total) <= 18 and start.isdigit() and end.isdigit() and \
+                total.isdigit() and encoded.isascii():
+            # fast path for the common all-numeric form (no part over 18 digits, as the expression below says)
             start = int(start)
             end = int(end)
             total = int(total)

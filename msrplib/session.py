@@ -37,7 +37,7 @@ from msrplib.protocol import (
     MSRPData, ContentTypeHeader, ToPathHeader, FromPathHeader, HeaderParsingError, ByteRange, ByteRangeHeader,
     ContentDispositionHeader, MSRPHeader)
 from msrplib.transport import (
-    make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
+    make_report, MSRPTransactionError, MSRPTransport, ConnectionClosed, ConnectionDone, ConnectionLost)
 from msrplib.trafficlog import wants_chunks
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
@@ -244,6 +244,7 @@ class MSRPSession:
         self._outgoing_messages = {}              # Message-ID -> OutgoingMessage not finished yet
         self.assembler = assembler
         self._progress_reports = None             # Message-ID -> [first, last] not yet reported (made when needed)
+        self._checked_texts = None                # (header texts, _checks_key()) of a chunk that passed (_check_request)
         self._loop = gevent.get_hub().loop
         self._inline_iteration = None             # hub loop iteration of the last direct write
         self.outgoing = Queue(self.OUTGOING_QUEUE_SIZE)
@@ -818,6 +819,22 @@ class MSRPSession:
 
     def _check_request(self, chunk):
         # The answer due to a request with bad paths or headers (an error), or None.
+        # The chunks of a large message repeat their header texts but for Byte-Range: once a parsed chunk with
+        # more to follow passed, another whose texts are the same (the paths checked against the same transport
+        # paths) passes too, checking its Byte-Range only (the outcome is a function of those texts).
+        raw = chunk._raw
+        texts = None
+        if raw is not None and type(chunk) is MSRPData and (self._checked_texts is not None or chunk.contflag == '+'):
+            texts = raw.copy()
+            if 'Byte-Range' in texts:
+                texts['Byte-Range'] = None
+            checked = self._checked_texts
+            if checked is not None and checked[0] == texts and checked[1] == self._checks_key():
+                try:
+                    chunk.byte_range
+                except HeaderParsingError as e:
+                    return MSRPTransactionError(str(e), 400)
+                return None
         error = self.msrp.check_incoming_SEND_chunk(chunk)
         if error is not None:
             return error
@@ -825,7 +842,19 @@ class MSRPSession:
             chunk.verify_headers()
         except HeaderParsingError as e:
             return MSRPTransactionError(str(e), 400)
+        if texts is not None and chunk.contflag == '+':
+            key = self._checks_key()
+            # (only texts: a header the parser made an object of is not compared by its text)
+            if key is not None and all(type(value) is str for value in texts.values() if value is not None):
+                self._checked_texts = (texts, key)
         return None
+
+    def _checks_key(self):
+        # What the path checks of the transport compare the paths with (None: a transport whose checks are its own).
+        msrp = self.msrp
+        if type(msrp).check_incoming_SEND_chunk is not MSRPTransport.check_incoming_SEND_chunk:
+            return None
+        return msrp, msrp._path_key()
 
     def _handle_incoming_SEND(self, chunk):
         error = self._check_request(chunk)
