@@ -102,6 +102,11 @@ class _Ranges:
         if end < start:
             return
         starts, ends = self.starts, self.ends
+        if ends and ends[-1] + 1 == start:
+            # right after the last interval (the chunks of a message in sequence): it grows, nothing merges
+            ends[-1] = end
+            self.total += end - start + 1
+            return
         low = bisect.bisect_left(ends, start - 1)     # first interval touching or after [start, end]
         high = bisect.bisect_right(starts, end + 1)   # first interval beyond it
         removed = 0
