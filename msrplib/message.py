@@ -779,7 +779,7 @@ class MessageAssembler:
         if message.total is not None and message._received.last > message.total:
             raise _Refuse(400, 'Byte-Range total smaller than the bytes already received')
         try:
-            if chunk.success_report == 'yes':
+            if not message.success_report and chunk.success_report == 'yes':
                 message.success_report = True
         except HeaderParsingError:
             pass
