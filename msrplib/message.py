@@ -298,11 +298,6 @@ class OutgoingMessage:
             self._lookahead = self._read()
             last = not self._lookahead
         total = self.size if self.size is not None else (end if last else None)
-        self.bytes_sent = end
-        self._pending_chunks += 1
-        if last:
-            self._finished_sending = True
-            self.state = MessageState.SENT
         template = self._template
         if template and data and template[0] == _transport_key(transport):
             # the headers of the first chunk again (the same objects), with this chunk's Byte-Range
@@ -313,6 +308,7 @@ class OutgoingMessage:
             chunk._headers = headers
             chunk._head_rest = b''.join((template[2], b'%d-%d/%s' % (start, end, b'*' if total is None else
                                                                      b'%d' % total), template[3]))
+            self._chunk_made(end, last)
             return chunk
         chunk = transport.make_chunk(method='SEND', data=data, start=start, end=end, length=total,
                                      message_id=self.message_id, contflag='$' if last else '+')
@@ -325,9 +321,17 @@ class OutgoingMessage:
             chunk.add_header(FailureReportHeader(self.failure_report))
         for header in self.headers:
             chunk.add_header(header if isinstance(header, MSRPHeader) else MSRPHeader(*header))
+        self._chunk_made(end, last)
         if template is None and not last:
             self._make_template(transport, chunk)
         return chunk
+
+    def _chunk_made(self, end, last):
+        self.bytes_sent = end
+        self._pending_chunks += 1
+        if last:
+            self._finished_sending = True
+            self.state = MessageState.SENT
 
     def _make_template(self, transport, chunk):
         # After the first chunk: what the next ones share (the same header objects, their lines encoded once),

@@ -263,7 +263,7 @@ def _response_bytes(chunk, code, comment):
         return _GENERAL
     raw = chunk._raw
     key = None
-    if raw is not None and chunk.method == 'SEND':
+    if raw is not None and chunk.method == 'SEND' and (comment is None or type(comment) is str):
         # a parsed SEND's untouched path texts (or None: absent): the response's lines but for the transaction
         # id are a function of them and of the status, and were made before for the chunks of the same session
         key = (raw.get('From-Path'), raw.get('To-Path'))
