@@ -21,6 +21,9 @@ parse_reply   MSRPParser().feed() of a 200 response
 w4            one chunk of W4 (bench_parser.run_small: ~400 B SEND, Byte-Range and Message-ID read)
 w1_inproc     one W1 round trip (deliver_message) between two GreenMSRPSessions in one process
 bulk_inproc   one 64 KiB chunk of W3 (send_chunk -> receive_chunk) in one process, per chunk
+relay_inproc  one 8 KiB chunk of a send_large_message paced as through a relay (8 KiB chunks, Success-Report
+              per chunk, REPORT_WINDOW, RELAY_WRITE_BYTES per write), reassembled by a MessageAssembler
+              into a sink, in one process: both ends' work per chunk of the RELAY workload (no relay)
 
 Needs valgrind (``apt-get install valgrind``).
 """
@@ -34,7 +37,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OPERATIONS = ('make', 'make_encode', 'parse_send', 'receive_send', 'parse_reply', 'w4', 'w1_inproc',
-              'bulk_inproc')
+              'bulk_inproc', 'relay_inproc')
 
 
 # ---------------------------------------------------------------------------
@@ -136,6 +139,28 @@ def run_child(operation, count):
             assert chunk.byte_range.start == received + 1
             received += len(chunk.data)
         return
+    if operation == 'relay_inproc':
+        from msrplib.message import MessageAssembler
+
+        class Sink:
+            def seek(self, offset, whence=0):
+                return offset
+
+            def write(self, data):
+                return len(data)
+
+            def flush(self):
+                pass
+
+        sender, receiver = _session_pair()
+        receiver.assembler = MessageAssembler(max_message_size=1 << 40, open_file=lambda message: Sink())
+        size = 8192 * (64 + count)  # 64 to warm up
+        message = sender.send_large_message(os.urandom(size), 'application/octet-stream', chunk_size=8192)
+        # (before the writer takes it) paced as through a relay, as send_large_message does with one in the path
+        message.relayed, message.window, message.report_window = True, sender.RELAY_MESSAGE_WINDOW, sender.REPORT_WINDOW
+        assert receiver.receive_chunk().size == size
+        message.wait()
+        return
     operation_function = _message_ops()[operation]
     for _ in range(50 + count):  # 50 to warm up
         operation_function()
@@ -158,7 +183,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--only', help='comma-separated operations (default: all)')
     parser.add_argument('--count', type=int, default=2000,
-                        help='runs of each operation (default 2,000; bulk_inproc: 64 KiB chunks, default 256)')
+                        help='runs of each operation (default 2,000; bulk_inproc: 64 KiB chunks, at most 256; '
+                             'relay_inproc: 8 KiB chunks, at most 1,024)')
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -169,7 +195,8 @@ def main():
         parser.error('unknown operation(s): %s' % ', '.join(unknown))
     print('%-13s %14s' % ('operation', 'instructions'))
     for name in selected:
-        count = min(args.count, 256) if name == 'bulk_inproc' else args.count
+        count = min(args.count, 256) if name == 'bulk_inproc' else min(args.count, 1024) if name == 'relay_inproc' \
+            else args.count
         per_operation = (instructions(name, count) - instructions(name, 0)) / count
         print('%-13s %14s' % (name, '{:,.0f}'.format(per_operation)), flush=True)
     return 0

@@ -32,8 +32,8 @@ import gevent
 from gevent.event import AsyncResult
 
 from msrplib.protocol import (
-    ByteRange, ByteRangeHeader, ContentTypeHeader, FailureReportHeader, HeaderParsingError, MSRPHeader,
-    SuccessReportHeader, random_message_id)
+    ByteRange, ByteRangeHeader, ContentTypeHeader, FailureReportHeader, HeaderParsingError, MSRPData, MSRPError,
+    MSRPHeader, SuccessReportHeader, _new_header, _send_head_template, random_message_id, random_transaction_id)
 from msrplib.transport import MSRPTransactionError
 
 __all__ = ['OutgoingMessage', 'MessageState', 'IncomingMessage', 'MessageAssembler', 'PartialBudget', 'PROCESS_BUDGET',
@@ -47,6 +47,19 @@ DEFAULT_RELAY_CHUNK_SIZE = 8192
 DEFAULT_REPORT_WINDOW = 1024 * 1024
 #: Seconds a message waits for a Success-Report (without any other progress) before it fails with 408.
 DEFAULT_REPORT_TIMEOUT = 30
+
+_tuple_new = tuple.__new__
+# The headers OutgoingMessage makes itself (lower case).
+_OWN_HEADERS = frozenset(('to-path', 'from-path', 'message-id', 'byte-range', 'content-type', 'success-report',
+                          'failure-report'))
+
+
+def _transport_key(transport):
+    # What the To-Path and From-Path of the chunks made for ``transport`` depend on, compared by identity
+    # (the objects; paths are set once a session is bound): a chunk template is for one such key only.
+    return (transport, transport.local_uri, transport.remote_uri, transport.local_path, len(transport.local_path),
+            transport.remote_path, len(transport.remote_path))
+
 
 _RELAY_HINT = ('; a relay is in the path and may refuse frames this large (Kamailio forwards at most ~11 KB): '
                'use a smaller chunk_size (e.g. %d)' % DEFAULT_RELAY_CHUNK_SIZE)
@@ -89,6 +102,11 @@ class _Ranges:
         if end < start:
             return
         starts, ends = self.starts, self.ends
+        if ends and ends[-1] + 1 == start:
+            # right after the last interval (the chunks of a message in sequence): it grows, nothing merges
+            ends[-1] = end
+            self.total += end - start + 1
+            return
         low = bisect.bisect_left(ends, start - 1)     # first interval touching or after [start, end]
         high = bisect.bisect_right(starts, end + 1)   # first interval beyond it
         removed = 0
@@ -221,6 +239,7 @@ class OutgoingMessage:
         self._finished_sending = False
         self._last_progress = time.monotonic()
         self._watchdog = None
+        self._template = None  # see _make_template (False: not for this message)
 
     def __repr__(self):
         return '<OutgoingMessage %s %s %s/%s bytes>' % (self.message_id, self.state, self.bytes_acknowledged,
@@ -295,6 +314,18 @@ class OutgoingMessage:
             self._lookahead = self._read()
             last = not self._lookahead
         total = self.size if self.size is not None else (end if last else None)
+        template = self._template
+        if template and data and template[0] == _transport_key(transport):
+            # the headers of the first chunk again (the same objects), with this chunk's Byte-Range
+            headers = template[1].copy()
+            byte_range = _new_header(ByteRangeHeader, _tuple_new(ByteRange, (start, end, total)))
+            headers['Byte-Range'] = byte_range
+            chunk = MSRPData(random_transaction_id(), method='SEND', data=data, contflag='$' if last else '+')
+            chunk._headers = headers
+            chunk._head_rest = b''.join((template[2], b'%d-%d/%s' % (start, end, b'*' if total is None else
+                                                                     b'%d' % total), template[3]))
+            self._chunk_made(end, last)
+            return chunk
         chunk = transport.make_chunk(method='SEND', data=data, start=start, end=end, length=total,
                                      message_id=self.message_id, contflag='$' if last else '+')
         if self.size is None and not last:
@@ -306,12 +337,34 @@ class OutgoingMessage:
             chunk.add_header(FailureReportHeader(self.failure_report))
         for header in self.headers:
             chunk.add_header(header if isinstance(header, MSRPHeader) else MSRPHeader(*header))
+        self._chunk_made(end, last)
+        if template is None and not last:
+            self._make_template(transport, chunk)
+        return chunk
+
+    def _chunk_made(self, end, last):
         self.bytes_sent = end
         self._pending_chunks += 1
         if last:
             self._finished_sending = True
             self.state = MessageState.SENT
-        return chunk
+
+    def _make_template(self, transport, chunk):
+        # After the first chunk: what the next ones share (the same header objects, their lines encoded once),
+        # so that they are made without formatting them again: (transport key, headers, head prefix, suffix).
+        # Only for the headers this class makes (an application header named like one of them leaves it off).
+        names = [header.name if isinstance(header, MSRPHeader) else header[0] for header in self.headers]
+        if any(str(name).lower() in _OWN_HEADERS for name in names) or chunk.headers.get('Byte-Range') is None:
+            self._template = False
+            return
+        try:
+            parts = _send_head_template(chunk)
+        except (ValueError, TypeError, MSRPError):
+            parts = None  # the writer refuses the chunk (e.g. a line break in a header value): no template
+        if parts is None:
+            self._template = False
+            return
+        self._template = (_transport_key(transport), chunk.headers.copy(), parts[0], parts[1])
 
     def _abort_chunk(self, transport, state):
         # The '#' chunk that ends the message for the receiver (RFC 4975 §7.1.1).
@@ -772,7 +825,7 @@ class MessageAssembler:
         if message.total is not None and message._received.last > message.total:
             raise _Refuse(400, 'Byte-Range total smaller than the bytes already received')
         try:
-            if chunk.success_report == 'yes':
+            if not message.success_report and chunk.success_report == 'yes':
                 message.success_report = True
         except HeaderParsingError:
             pass

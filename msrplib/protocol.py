@@ -419,8 +419,9 @@ class ByteRangeHeaderType:
     def decode(encoded):
         start, _, end = encoded.partition('-')
         end, _, total = end.partition('/')
-        if len(encoded) <= 20 and start.isdigit() and end.isdigit() and total.isdigit() and encoded.isascii():
-            # fast path for the common all-numeric form (at most 20 characters: no part over 18 digits)
+        if len(start) <= 18 and len(end) <= 18 and len(total) <= 18 and start.isdigit() and end.isdigit() and \
+                total.isdigit() and encoded.isascii():
+            # fast path for the common all-numeric form (no part over 18 digits, as the expression below says)
             start = int(start)
             end = int(end)
             total = int(total)
@@ -878,6 +879,27 @@ def _is_content_type(header):
     return header.name == 'Content-Type'
 
 
+_FLAG_BYTES = {'$': b'$', '+': b'+', '#': b'#'}
+
+
+def _send_head_template(chunk):
+    # For OutgoingMessage: the head of SEND ``chunk`` (made the general way) but for its start line, as bytes
+    # ``(prefix, suffix)`` around the value of its Byte-Range header: the chunks of one message differ only
+    # there.  ``suffix`` ends with the empty line before a body.  None when the chunk has no Byte-Range.
+    # Raises what encoding the chunk raises (a line break in a header value).
+    text = chunk._header_text()
+    line_end = text.find('\r\n')
+    at = text.find('\r\nByte-Range: ')  # (no value has a line break: _header_text refuses those)
+    if line_end < 0 or at < 0:
+        return None
+    value_start = at + len('\r\nByte-Range: ')
+    value_end = text.find('\r\n', value_start)
+    if value_end < 0:
+        value_end = len(text)
+    return (text[line_end:value_start].encode('utf-8', 'surrogateescape'),
+            (text[value_end:] + '\r\n\r\n').encode('utf-8', 'surrogateescape'))
+
+
 class MSRPData:
     """One MSRP chunk: a request (``method`` set) or a response (``code`` set).
 
@@ -908,6 +930,11 @@ class MSRPData:
     # Set by verify_headers() on a parsed chunk: memory_estimate() as of then, counted while checking (a session
     # queueing the chunk right after uses it instead of counting again); None otherwise.
     _verified_size = None
+    # Set by OutgoingMessage on the chunks it makes: everything of the head after the method, as bytes (the
+    # header lines encoded once per message, the Byte-Range of this chunk), so that the writer does not format
+    # the same header lines for every chunk.  Used once, by the first encoding right after the chunk was made
+    # (nothing changes the headers in between); add_header() and setting ``headers`` drop it.
+    _head_rest = None
 
     def __init__(self, transaction_id, method=None, code=None, comment=None, headers=None, data=b'', contflag='$'):
         self.transaction_id = transaction_id
@@ -936,6 +963,7 @@ class MSRPData:
     def headers(self, value):
         self._headers = value
         self._raw = None
+        self._head_rest = None
 
     def _header(self, name):
         # The header object for ``name`` (or None) without making the others.
@@ -971,11 +999,18 @@ class MSRPData:
                 return value
         else:
             value = headers.get(name)
-        return None if value is None else value.decoded
+        if value is None:
+            return None
+        if type(value) is cls:  # (read for every header of every chunk: no property call once decoded)
+            decoded = value._decoded
+            if decoded is not _UNSET:
+                return decoded
+        return value.decoded
 
     def add_header(self, header):
         """Add or replace a header (an :class:`MSRPHeader`)."""
         self.headers[header.name] = header
+        self._head_rest = None
 
     def header_value(self, name, default=None):
         """The decoded value of header ``name``; ``default`` when it is absent or cannot be decoded."""
@@ -1214,6 +1249,12 @@ class MSRPData:
                 if (_find_marker(data, marker, 0) if type(data) is bytes else data.find(marker)) < 0:
                     break
                 self.transaction_id = random_transaction_id()
+        rest = self._head_rest
+        if rest is not None:
+            self._head_rest = None
+            tid = self.transaction_id.encode('ascii')
+            return (b'MSRP ' + tid + b' SEND' + rest, data,
+                    b''.join((b'\r\n-------' if data else b'-------', tid, _FLAG_BYTES[self.contflag], b'\r\n')))
         return self.encoded_header, data, self.encoded_footer
 
     def copy(self):

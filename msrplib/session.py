@@ -37,7 +37,7 @@ from msrplib.protocol import (
     MSRPData, ContentTypeHeader, ToPathHeader, FromPathHeader, HeaderParsingError, ByteRange, ByteRangeHeader,
     ContentDispositionHeader, MSRPHeader)
 from msrplib.transport import (
-    make_report, MSRPTransactionError, ConnectionClosed, ConnectionDone, ConnectionLost)
+    make_report, MSRPTransactionError, MSRPTransport, ConnectionClosed, ConnectionDone, ConnectionLost)
 from msrplib.trafficlog import wants_chunks
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
@@ -251,6 +251,7 @@ class MSRPSession:
         self._outgoing_messages = {}              # Message-ID -> OutgoingMessage not finished yet
         self.assembler = assembler
         self._progress_reports = None             # Message-ID -> [first, last] not yet reported (made when needed)
+        self._checked_texts = None                # (header texts, _checks_key()) of a chunk that passed (_check_request)
         self._loop = gevent.get_hub().loop
         self._inline_iteration = None             # hub loop iteration of the last direct write
         self.outgoing = Queue(self.OUTGOING_QUEUE_SIZE)
@@ -836,6 +837,22 @@ class MSRPSession:
 
     def _check_request(self, chunk):
         # The answer due to a request with bad paths or headers (an error), or None.
+        # The chunks of a large message repeat their header texts but for Byte-Range: once a parsed chunk with
+        # more to follow passed, another whose texts are the same (the paths checked against the same transport
+        # paths) passes too, checking its Byte-Range only (the outcome is a function of those texts).
+        raw = chunk._raw
+        texts = None
+        if raw is not None and type(chunk) is MSRPData and (self._checked_texts is not None or chunk.contflag == '+'):
+            texts = raw.copy()
+            if 'Byte-Range' in texts:
+                texts['Byte-Range'] = None
+            checked = self._checked_texts
+            if checked is not None and checked[0] == texts and checked[1] == self._checks_key():
+                try:
+                    chunk.byte_range
+                except HeaderParsingError as e:
+                    return MSRPTransactionError(str(e), 400)
+                return None
         error = self.msrp.check_incoming_SEND_chunk(chunk)
         if error is not None:
             return error
@@ -843,7 +860,19 @@ class MSRPSession:
             chunk.verify_headers()
         except HeaderParsingError as e:
             return MSRPTransactionError(str(e), 400)
+        if texts is not None and chunk.contflag == '+':
+            key = self._checks_key()
+            # (only texts: a header the parser made an object of is not compared by its text)
+            if key is not None and all(type(value) is str for value in texts.values() if value is not None):
+                self._checked_texts = (texts, key)
         return None
+
+    def _checks_key(self):
+        # What the path checks of the transport compare the paths with (None: a transport whose checks are its own).
+        msrp = self.msrp
+        if type(msrp).check_incoming_SEND_chunk is not MSRPTransport.check_incoming_SEND_chunk:
+            return None
+        return msrp, msrp._path_key()
 
     def _handle_incoming_SEND(self, chunk):
         error = self._check_request(chunk)
@@ -885,7 +914,7 @@ class MSRPSession:
             report = make_report(chunk, 200, 'OK')
             if report is not None:  # one REPORT for the whole message
                 report.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(1, message.size, message.size))
-                self._queue_internal(report)
+                self._send_report(report)
 
     def _progress_report(self, chunk, code):
         # RFC 4975 §7.1.2: a receiver may report on parts of a message.  While a message whose chunks ask for
@@ -930,7 +959,25 @@ class MSRPSession:
         if report is not None:
             report.headers['Byte-Range'] = ByteRangeHeader(
                 decoded=ByteRange(byte_range[0], byte_range[1], chunk.byte_range.total))
+            self._send_report(report)
+
+    def _send_report(self, report):
+        # A REPORT the reader makes about a message it reassembles.  When the writer has nothing queued (the usual
+        # case while receiving) it is written from here at once, with the responses held back so far: the reader
+        # lets the writer run only when it yields (every READER_YIELD_BYTES while input keeps coming), and a
+        # sender behind a relay paces itself on these REPORTs.  Otherwise it is queued behind what is there.
+        write_promptly = getattr(self.msrp, '_write_promptly', None)
+        if write_promptly is None or not self._writer_idle or self._unsent or self._failure is not None:
             self._queue_internal(report)
+            return
+        data = self._outgoing_bytes(report, None)
+        if data is None:
+            return
+        self._last_activity = time.monotonic()
+        try:
+            write_promptly(data)
+        except ConnectionClosed:
+            pass  # the reader sees the closure
 
     def _handle_incoming_REPORT(self, chunk):
         if self._check_request(chunk) is None:

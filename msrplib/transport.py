@@ -246,6 +246,10 @@ def make_response(chunk, code, comment):
 
 
 _GENERAL = object()  # _response_bytes: leave it to make_response()
+# _response_bytes: (From-Path text, To-Path text) of a parsed SEND -> the response's bytes from the CRLF after its
+# start line to the end-line's dashes; (code, comment) -> the start line's bytes after the transaction id.  Bounded.
+_RESPONSE_TAILS = {}
+_STATUS_BYTES = {}
 
 
 def _response_bytes(chunk, code, comment):
@@ -257,6 +261,20 @@ def _response_bytes(chunk, code, comment):
     transaction_id = chunk.transaction_id
     if type(transaction_id) is not str or not transaction_id.isascii() or type(code) is not int:
         return _GENERAL
+    raw = chunk._raw
+    key = None
+    if raw is not None and chunk.method == 'SEND' and (comment is None or type(comment) is str):
+        # a parsed SEND's untouched path texts (or None: absent): the response's lines but for the transaction
+        # id are a function of them and of the status, and were made before for the chunks of the same session
+        key = (raw.get('From-Path'), raw.get('To-Path'))
+        if type(key[0]) is not str or type(key[1]) is not str:
+            key = None
+        else:
+            tail = _RESPONSE_TAILS.get(key)
+            status = _STATUS_BYTES.get((code, comment))
+            if tail is not None and status is not None:
+                tid = transaction_id.encode('ascii')
+                return b''.join((b'MSRP ', tid, status, tail, tid, b'$\r\n'))
     lines = ['MSRP %s %03d %s' % (transaction_id, code, comment) if comment else
              'MSRP %s %03d' % (transaction_id, code)]
     if _has_header(chunk, 'From-Path'):
@@ -271,6 +289,14 @@ def _response_bytes(chunk, code, comment):
     text = '\r\n'.join(lines)
     if text.count('\r') != len(lines) or text.count('\n') != len(lines):
         return _GENERAL  # a line break in a value: the general path refuses it
+    if key is not None:
+        if len(_RESPONSE_TAILS) >= 256:
+            _RESPONSE_TAILS.clear()
+        _RESPONSE_TAILS[key] = (''.join(['\r\n' + line for line in lines[1:-1]]) + '\r\n-------').encode(
+            'utf-8', 'surrogateescape')
+        if len(_STATUS_BYTES) >= 64:
+            _STATUS_BYTES.clear()
+        _STATUS_BYTES[(code, comment)] = lines[0][5 + len(transaction_id):].encode('utf-8', 'surrogateescape')
     return text.encode('utf-8', 'surrogateescape')
 
 
@@ -562,6 +588,26 @@ class MSRPTransport:
                     self._flush_pending()
             elif self._flusher is None:
                 self._flusher = gevent.spawn(self._flush_in_background)
+
+    def _write_promptly(self, data):
+        # write(data, sync=False), but on a plain socket sent at once (what the kernel takes), together with the
+        # responses write() holds back until the hub runs: for what the peer waits for (a receiver's progress
+        # REPORTs pace the sender, and a reader that is never short of input lets the hub run only now and then).
+        self._check_writable()
+        if self._can_send_now and not self._write_lock.locked() and \
+                (self._flusher is _HELD or (self._flusher is None and not self._pending_writes)):
+            pending = self._pending_writes
+            self._flusher = None  # (a held callback then finds nothing to do)
+            self._pending_writes = []
+            self._pending_size = 0
+            pending.append(data)
+            rest = self._send_without_waiting(pending[0] if len(pending) == 1 else b''.join(pending))
+            if rest:
+                self._pending_writes.append(rest)
+                self._pending_size += len(rest)
+                self._flusher = gevent.spawn(self._flush_in_background)
+            return
+        self.write(data, sync=False)
 
     def write_buffers(self, buffers):
         """Write the bytes of ``buffers`` (a list of bytes-like objects) in order, blocking this greenlet.
