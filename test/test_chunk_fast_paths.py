@@ -9,8 +9,6 @@ Each test compares a shortcut with the general path, or checks what it must
 not skip.
 """
 
-import io
-
 import gevent
 import pytest
 
@@ -19,6 +17,7 @@ from msrplib.protocol import ContentDispositionHeader, MSRPHeader, MSRPParser, P
 from msrplib.session import GreenMSRPSession
 from msrplib.transport import MSRPTransport, _response_bytes, make_response
 
+from test_message import Pipe
 from test_session import make_pair, raw_chunk, read_response
 
 TIMEOUT = 5
@@ -30,21 +29,6 @@ def relayed_transport():
     transport.set_full_remote_path([URI(host='relay.example', port=2855, session_id=''),
                                     URI(host='127.0.0.1', port=2, use_tls=False)])
     return transport
-
-
-class Pipe(io.RawIOBase):
-    # A source of unknown size (Byte-Range total '*' until the last chunk).
-    def __init__(self, data):
-        self.stream = io.BytesIO(data)
-
-    def readable(self):
-        return True
-
-    def read(self, n=-1):
-        return self.stream.read(n)
-
-    def tell(self):
-        raise io.UnsupportedOperation('not seekable')
 
 
 def parse(data):

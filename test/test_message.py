@@ -89,23 +89,26 @@ def test_file_object_source_is_read_as_the_chunks_go():
     assert source.tell() == 10000  # one chunk read, not the whole file
 
 
+class Pipe(io.RawIOBase):
+    """A source of unknown size (not seekable): Byte-Range total '*' until the last chunk."""
+
+    def __init__(self, data):
+        self.stream = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        return self.stream.read(n)
+
+    def seekable(self):
+        return False
+
+    def tell(self):
+        raise io.UnsupportedOperation('not seekable')
+
+
 def test_source_of_unknown_size_gets_star_total_until_the_end():
-    class Pipe(io.RawIOBase):
-        def __init__(self, data):
-            self.stream = io.BytesIO(data)
-
-        def readable(self):
-            return True
-
-        def read(self, n=-1):
-            return self.stream.read(n)
-
-        def seekable(self):
-            return False
-
-        def tell(self):
-            raise io.UnsupportedOperation('not seekable')
-
     chunks = all_chunks(OutgoingMessage(Pipe(payload(2500)), 'text/plain', chunk_size=1000))
     assert [tuple(c.byte_range) for c in chunks] == [(1, 1000, None), (1001, 2000, None), (2001, 2500, 2500)]
     assert [c.contflag for c in chunks] == ['+', '+', '$']

@@ -22,7 +22,7 @@ import signal
 import gevent
 import pytest
 
-from msrplib.connect import AcceptorDirect, ConnectorDirect
+from msrplib.connect import AcceptorDirect
 from msrplib.message import MessageAssembler, OutgoingMessage
 from msrplib.protocol import URI, ByteRange, ByteRangeHeader, StatusHeader
 from msrplib.relay import AcceptorRelay, ConnectorRelay
@@ -32,7 +32,7 @@ from msrplib.testing.pytest_plugin import require_kamailio
 
 from test_message import RecordingTransport
 from test_relay import settings
-from test_relay_large import HashingSink, SeededStream, seeded_sha256
+from test_relay_large import HashingSink, SeededStream, direct_pair, seeded_sha256
 
 MiB = 1024 * 1024
 STEP = 10
@@ -105,16 +105,7 @@ class RelayedSession(RecordingSession):
 
 
 def loopback_pair(closing, session_class):
-    acceptor, connector = AcceptorDirect(), ConnectorDirect()
-    closing.extend([acceptor, connector])
-    with gevent.Timeout(STEP):
-        path = acceptor.prepare(URI(host='127.0.0.1', port=0))
-        connector_path = connector.prepare(URI(host='127.0.0.1'))
-        job = gevent.spawn(acceptor.complete, connector_path)
-        sa = session_class(connector.complete(path))
-        sb = session_class(job.get(), assembler=MessageAssembler())
-    closing.extend([sa, sb])
-    return sa, sb
+    return direct_pair(closing, assembler=MessageAssembler(), session_class=session_class)
 
 
 def test_relayed_message_waits_for_the_first_report_which_the_receiver_sends_at_once(closing):

@@ -417,15 +417,16 @@ def test_cli_send_without_success_report_says_delivery_is_not_confirmed(relay):
 # Without a relay: the deadline and the receiver's progress reports
 
 
-def direct_pair(closing, assembler=None, automatic_reports=True):
+def direct_pair(closing, assembler=None, automatic_reports=True, session_class=GreenMSRPSession):
+    """Two sessions over loopback: the sender, and the receiver with ``assembler``."""
     acceptor, connector = AcceptorDirect(), ConnectorDirect()
     closing.extend([acceptor, connector])
     with gevent.Timeout(STEP):
         path = acceptor.prepare(URI(host='127.0.0.1', port=0))
         connector_path = connector.prepare(URI(host='127.0.0.1'))
         job = gevent.spawn(acceptor.complete, connector_path)
-        sa = GreenMSRPSession(connector.complete(path))
-        sb = GreenMSRPSession(job.get(), assembler=assembler, automatic_reports=automatic_reports)
+        sa = session_class(connector.complete(path))
+        sb = session_class(job.get(), assembler=assembler, automatic_reports=automatic_reports)
     closing.extend([sa, sb])
     return sa, sb
 
