@@ -842,7 +842,8 @@ class MSRPSession:
         # paths) passes too, checking its Byte-Range only (the outcome is a function of those texts).
         raw = chunk._raw
         texts = None
-        if raw is not None and type(chunk) is MSRPData and (self._checked_texts is not None or chunk.contflag == '+'):
+        if raw is not None and type(chunk) is MSRPData and chunk.method == 'SEND' and \
+                (self._checked_texts is not None or chunk.contflag == '+'):
             texts = raw.copy()
             if 'Byte-Range' in texts:
                 texts['Byte-Range'] = None
