@@ -1,0 +1,222 @@
+"""Large messages through Kamailio to a receiver behind a real-MTU link (a veth pair into a network namespace).
+
+    sudo python3 test/relay/netns_probe.py [--size MiB] [--runs N] [--mtu BYTES] [--tls]
+                                           [--window BYTES] [--interval BYTES]
+
+On loopback (64 KiB segments) the kernel buffers on Kamailio's connection to
+the receiver hold megabytes from the start; over a link with a 1500-byte MTU
+they hold a few tens of KB, and Kamailio (default settings) drops frames once
+its 32 KiB per-connection write queue is full.  This probe measures that:
+it makes a network namespace joined to the host by a veth pair at ``--mtu``,
+starts Kamailio (``msrplib.testing.KamailioRelay``, warnings-only log) on the
+host's veth address, runs the receiver (an ``AcceptorRelay`` session with a
+``MessageAssembler`` into a counting sink) in the namespace and the sender
+(``ConnectorRelay``, ``send_large_message``) here, both through the relay.
+``--window`` sets the sender's ``REPORT_WINDOW``, ``--interval`` the
+receiver's ``PROGRESS_REPORT_INTERVAL`` (default: the library's).  Each run
+prints whether the message was confirmed, its time, and the lines of
+Kamailio's log that say it dropped a frame.  Needs root and iproute2 (``ip``);
+everything it made is removed at the end.  doc/relay.md ("Flow control")
+has the figures.
+"""
+
+import argparse
+import io
+import json
+import os
+import random
+import ssl
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+MiB = 1024 * 1024
+OVERFLOW_LINES = ('write queue full', 'ct write buffer full')
+
+
+class Zeros(io.RawIOBase):
+    """``size`` bytes from one random block, read as the chunks go out (tell/seek(0, 2) give the size)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.position = 0
+        self.block = os.urandom(MiB)
+
+    def readable(self):
+        return True
+
+    def tell(self):
+        return self.position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self.size if whence == io.SEEK_END else self.position
+
+    def read(self, n=-1):
+        n = min(n, self.size - self.position, MiB)
+        self.position += n
+        return self.block[:n]
+
+
+class CountingSink:
+    """A file for MessageAssembler(open_file=...) that counts what is written and keeps nothing."""
+
+    def __init__(self, message=None):
+        self.written = 0
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return offset
+
+    def tell(self):
+        return self.written
+
+    def write(self, data):
+        self.written += len(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def read(self, n=-1):
+        return b''
+
+    def close(self):
+        pass
+
+
+def receiver(info):
+    """In the namespace: accept one peer through the relay, receive one message, print its size (JSON)."""
+    import gevent
+    from msrplib.message import MessageAssembler
+    from msrplib.relay import AcceptorRelay, MSRPRelaySettings
+    from msrplib.session import GreenMSRPSession
+    context = ssl.create_default_context(cafile=info['ca']) if info['tls'] else None
+    settings = MSRPRelaySettings(info['domain'], info['username'], info['password'], host=info['host'],
+                                 port=info['port'], use_tls=info['tls'], credentials=context)
+    sinks = []
+
+    def open_file(message):
+        sinks.append(CountingSink())
+        return sinks[-1]
+    acceptor = AcceptorRelay(settings)
+    print(' '.join(str(uri) for uri in acceptor.prepare()), flush=True)
+    with gevent.Timeout(info['timeout']):
+        session = GreenMSRPSession(acceptor.complete(None),
+                                   assembler=MessageAssembler(max_message_size=1 << 40, open_file=open_file))
+        if info['interval']:
+            session.PROGRESS_REPORT_INTERVAL = info['interval']
+        message = session.receive_chunk()
+        session.shutdown()
+    print(json.dumps({'size': message.size, 'written': sinks[0].written if sinks else None}), flush=True)
+
+
+def ip(*args, namespace=None):
+    command = ['ip'] + (['netns', 'exec', namespace, 'ip'] if namespace else []) + list(args)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+class Link:
+    """A network namespace joined to the host by a veth pair at ``mtu``: host end ``host_ip``, namespace end
+    ``peer_ip``.  Removed by close()."""
+
+    def __init__(self, mtu):
+        tag = '%d' % os.getpid()
+        self.namespace = 'msrpprobe' + tag
+        self.host_if, self.peer_if = 'mph' + tag, 'mpr' + tag
+        net = random.randrange(1, 250)
+        self.host_ip, self.peer_ip = '10.231.%d.1' % net, '10.231.%d.2' % net
+        ip('netns', 'add', self.namespace)
+        try:
+            ip('link', 'add', self.host_if, 'type', 'veth', 'peer', 'name', self.peer_if)
+            ip('link', 'set', self.peer_if, 'netns', self.namespace)
+            ip('addr', 'add', self.host_ip + '/24', 'dev', self.host_if)
+            ip('link', 'set', self.host_if, 'mtu', str(mtu), 'up')
+            ip('addr', 'add', self.peer_ip + '/24', 'dev', self.peer_if, namespace=self.namespace)
+            ip('link', 'set', self.peer_if, 'mtu', str(mtu), 'up', namespace=self.namespace)
+            ip('link', 'set', 'lo', 'up', namespace=self.namespace)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self):
+        subprocess.run(['ip', 'link', 'del', self.host_if], stderr=subprocess.DEVNULL)
+        subprocess.run(['ip', 'netns', 'del', self.namespace], stderr=subprocess.DEVNULL)
+
+
+def run(relay, link, options):
+    """One transfer; returns (confirmed, seconds, comment)."""
+    import gevent
+    from msrplib.protocol import URI
+    from msrplib.relay import ConnectorRelay
+    from msrplib.session import GreenMSRPSession
+    port = relay.tls_port if options.tls else relay.port
+    info = {'domain': relay.domain, 'username': relay.username, 'password': relay.password, 'host': relay.host,
+            'port': port, 'tls': options.tls, 'ca': relay.ca_file, 'interval': options.interval,
+            'timeout': options.timeout}
+    child = subprocess.Popen(['ip', 'netns', 'exec', link.namespace, sys.executable, os.path.abspath(__file__),
+                              '--receiver', json.dumps(info)], stdout=subprocess.PIPE, text=True)
+    connector = None
+    session = None
+    try:
+        path = [URI.parse(text) for text in child.stdout.readline().split()]
+        if not path:
+            return False, 0.0, 'the receiver did not start'
+        connector = ConnectorRelay(relay.settings(options.tls))
+        with gevent.Timeout(30):
+            connector.prepare()
+            session = GreenMSRPSession(connector.complete(path))
+        if options.window:
+            session.REPORT_WINDOW = options.window
+        started = time.monotonic()
+        message = session.send_large_message(Zeros(options.size * MiB), 'application/octet-stream')
+        try:
+            with gevent.Timeout(options.timeout):
+                message.wait()
+        except Exception as e:  # the outcome is what this probe reports, whatever it is
+            return False, time.monotonic() - started, str(e)
+        return message.confirmed, time.monotonic() - started, child.stdout.readline().strip()
+    finally:
+        if session is not None:
+            session.shutdown(sync=False)
+        if connector is not None:
+            connector.cleanup()
+        child.kill()
+        child.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--size', type=int, default=32, help='MiB per message (default 32)')
+    parser.add_argument('--runs', type=int, default=3)
+    parser.add_argument('--mtu', type=int, default=1500)
+    parser.add_argument('--tls', action='store_true')
+    parser.add_argument('--window', type=int, default=0, help="the sender's REPORT_WINDOW (default: the library's)")
+    parser.add_argument('--interval', type=int, default=0,
+                        help="the receiver's PROGRESS_REPORT_INTERVAL (default: the library's)")
+    parser.add_argument('--timeout', type=float, default=120)
+    parser.add_argument('--receiver', help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.receiver:
+        receiver(json.loads(options.receiver))
+        return 0
+    from msrplib.testing import KamailioRelay
+    link = Link(options.mtu)
+    try:
+        with KamailioRelay(host=link.host_ip, debug=1) as relay:
+            for number in range(1, options.runs + 1):
+                before = len(relay.log_text())
+                confirmed, seconds, comment = run(relay, link, options)
+                dropped = [line.strip() for line in relay.log_text()[before:].splitlines()
+                           if any(text in line for text in OVERFLOW_LINES)]
+                print('run %d: %s in %.1f s; %s; Kamailio dropped frames: %s'
+                      % (number, 'confirmed' if confirmed else 'FAILED', seconds, comment[:120],
+                         dropped[0][:160] if dropped else 'no'), flush=True)
+    finally:
+        link.close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
