@@ -21,7 +21,6 @@ has the figures.
 """
 
 import argparse
-import io
 import json
 import os
 import random
@@ -31,59 +30,14 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'bench'))
+
+from bench_relay import Sink, Zeros  # noqa: E402  (a source of N bytes, a sink that counts what it is given)
 
 MiB = 1024 * 1024
 OVERFLOW_LINES = ('write queue full', 'ct write buffer full')
-
-
-class Zeros(io.RawIOBase):
-    """``size`` bytes from one random block, read as the chunks go out (tell/seek(0, 2) give the size)."""
-
-    def __init__(self, size):
-        self.size = size
-        self.position = 0
-        self.block = os.urandom(MiB)
-
-    def readable(self):
-        return True
-
-    def tell(self):
-        return self.position
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        return self.size if whence == io.SEEK_END else self.position
-
-    def read(self, n=-1):
-        n = min(n, self.size - self.position, MiB)
-        self.position += n
-        return self.block[:n]
-
-
-class CountingSink:
-    """A file for MessageAssembler(open_file=...) that counts what is written and keeps nothing."""
-
-    def __init__(self, message=None):
-        self.written = 0
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        return offset
-
-    def tell(self):
-        return self.written
-
-    def write(self, data):
-        self.written += len(data)
-        return len(data)
-
-    def flush(self):
-        pass
-
-    def read(self, n=-1):
-        return b''
-
-    def close(self):
-        pass
 
 
 def receiver(info):
@@ -98,7 +52,7 @@ def receiver(info):
     sinks = []
 
     def open_file(message):
-        sinks.append(CountingSink())
+        sinks.append(Sink())
         return sinks[-1]
     acceptor = AcceptorRelay(settings)
     print(' '.join(str(uri) for uri in acceptor.prepare()), flush=True)
