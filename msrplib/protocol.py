@@ -879,7 +879,7 @@ def _is_content_type(header):
     return header.name == 'Content-Type'
 
 
-_FLAG_BYTES = {'$': b'$', '+': b'+', '#': b'#'}
+_END_LINE_START = ('\r\n' + END_LINE_DASHES).encode('ascii')  # encoded_footer: before the transaction id
 
 
 def _send_head_template(chunk):
@@ -1222,8 +1222,8 @@ class MSRPData:
     @property
     def encoded_footer(self):
         """The end-line as bytes (preceded by CRLF when there is a body)."""
-        return ('%s%s%s%s\r\n' % ('\r\n' if self.data else '', END_LINE_DASHES, self.transaction_id,
-                                  self.contflag)).encode('ascii')
+        return b''.join((_END_LINE_START if self.data else _END_LINE_START[2:], self.transaction_id.encode('ascii'),
+                         self.contflag.encode('ascii'), b'\r\n'))
 
     def encode_start(self):
         """Everything before the body, as bytes (alias of :attr:`encoded_header`)."""
@@ -1253,8 +1253,7 @@ class MSRPData:
         if rest is not None:
             self._head_rest = None
             tid = self.transaction_id.encode('ascii')
-            return (b'MSRP ' + tid + b' SEND' + rest, data,
-                    b''.join((b'\r\n-------' if data else b'-------', tid, _FLAG_BYTES[self.contflag], b'\r\n')))
+            return b'MSRP ' + tid + b' SEND' + rest, data, self.encoded_footer
         return self.encoded_header, data, self.encoded_footer
 
     def copy(self):

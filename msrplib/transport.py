@@ -596,16 +596,10 @@ class MSRPTransport:
         self._check_writable()
         if self._can_send_now and not self._write_lock.locked() and \
                 (self._flusher is _HELD or (self._flusher is None and not self._pending_writes)):
-            pending = self._pending_writes
             self._flusher = None  # (a held callback then finds nothing to do)
-            self._pending_writes = []
-            self._pending_size = 0
-            pending.append(data)
-            rest = self._send_without_waiting(pending[0] if len(pending) == 1 else b''.join(pending))
-            if rest:
-                self._pending_writes.append(rest)
-                self._pending_size += len(rest)
-                self._flusher = gevent.spawn(self._flush_in_background)
+            self._pending_writes.append(data)
+            self._pending_size += len(data)
+            self._send_pending_now()
             return
         self.write(data, sync=False)
 
@@ -673,13 +667,17 @@ class MSRPTransport:
         if self._write_lock.locked():
             self._flusher = gevent.spawn(self._flush_in_background)
             return
+        try:
+            self._send_pending_now()
+        except ConnectionClosed:
+            pass
+
+    def _send_pending_now(self):
+        # Send the pending writes without blocking; a greenlet sends what the kernel did not take.
         data = self._pending_writes
         self._pending_writes = []
         self._pending_size = 0
-        try:
-            rest = self._send_without_waiting(data[0] if len(data) == 1 else b''.join(data))
-        except ConnectionClosed:
-            return
+        rest = self._send_without_waiting(data[0] if len(data) == 1 else b''.join(data))
         if rest:
             self._pending_writes.append(rest)
             self._pending_size += len(rest)
