@@ -37,7 +37,8 @@ from msrplib.protocol import (
 from msrplib.transport import MSRPTransactionError
 
 __all__ = ['OutgoingMessage', 'MessageState', 'IncomingMessage', 'MessageAssembler', 'PartialBudget', 'PROCESS_BUDGET',
-           'DEFAULT_CHUNK_SIZE', 'DEFAULT_RELAY_CHUNK_SIZE', 'DEFAULT_REPORT_WINDOW', 'DEFAULT_REPORT_TIMEOUT']
+           'DEFAULT_CHUNK_SIZE', 'DEFAULT_RELAY_CHUNK_SIZE', 'DEFAULT_REPORT_WINDOW', 'DEFAULT_REPORT_TIMEOUT',
+           'REPORT_STEPS_IN_FLIGHT']
 
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_WINDOW = 8  # chunks of one message awaiting their response at most: bounds the data queued ahead of chat
@@ -45,6 +46,9 @@ DEFAULT_WINDOW = 8  # chunks of one message awaiting their response at most: bou
 DEFAULT_RELAY_CHUNK_SIZE = 8192
 #: Through a relay, bytes of a message sent but not yet confirmed by the receiver's REPORTs, at most.
 DEFAULT_REPORT_WINDOW = 1024 * 1024
+#: Through a relay a paced message keeps at most this many of the receiver's report steps (the bytes its last
+#: REPORT newly confirmed) beyond what the REPORTs confirm: the receiver sets the window by its REPORTs' spacing.
+REPORT_STEPS_IN_FLIGHT = 4
 #: Seconds a message waits for a Success-Report (without any other progress) before it fails with 408.
 DEFAULT_REPORT_TIMEOUT = 30
 
@@ -173,14 +177,21 @@ class OutgoingMessage:
     confirm.  Such a message, like one sent with ``success_report``, counts
     as delivered only once REPORTs cover all of it (``confirmed`` is then
     True).  ``start_window`` (bytes, None: off), with ``report_window``:
-    until a REPORT of the receiver confirms any of the message, at most that
-    many bytes are sent (a relay may queue the first frames in a small
-    buffer while it opens its onward connection; the first REPORT shows
-    that connection works).  ``start_wait`` (seconds, None: no limit) ends
-    that start early when no REPORT came that long after the first chunk
-    went out: a receiver may report only once it has the whole message
-    (RFC 4975 allows it), and the rest then goes paced on
-    ``report_window``.  ``report_timeout`` (seconds, None: no limit) bounds the wait for
+    until the first REPORT confirms any of the message at most that many
+    bytes are sent (a relay may queue the first frames in a small buffer
+    while it opens its onward connection; the first REPORT shows that
+    connection works); after it the window is ``REPORT_STEPS_IN_FLIGHT``
+    (4) times the bytes the receiver's last REPORT newly confirmed (at most
+    ``report_window``): the receiver sets the window by how often it
+    reports.  An msrplib receiver doubles its steps from the first chunk on
+    (like TCP's slow start) up to what its relay's connection to it holds
+    for sure (``MSRPTransport.inbound_path_bytes``), since the relay drops
+    frames beyond that; one that reports every chunk gets a window of four
+    chunks.  ``start_wait`` (seconds, None: no limit) ends the start early
+    when no REPORT came that long after the first chunk went out: a
+    receiver may report only once it has the whole message (RFC 4975
+    allows it), and the rest then goes paced on ``report_window``.
+    ``report_timeout`` (seconds, None: no limit) bounds the wait for
     those REPORTs: when the message waits for them and none has come (nor
     any other progress) for that long, it fails with 408 and a comment
     saying that no Success-Report came.  ``relayed`` says a relay is in the
@@ -216,6 +227,7 @@ class OutgoingMessage:
         self.start_window = start_window
         self.start_wait = start_wait
         self._start_over = False  # set start_wait seconds after the first chunk: the start window no longer holds
+        self._report_step = None  # the bytes the last REPORT newly confirmed: see _current_report_window
         self.report_timeout = report_timeout
         self.relayed = relayed
         self._wake = None  # set by the session's writer: call when a held-back message may send again
@@ -419,7 +431,11 @@ class OutgoingMessage:
         if byte_range is not None and byte_range.end is not None:
             self._last_progress = time.monotonic()
             held = not self.ready
+            confirmed = self.bytes_confirmed
             self._reported.add(byte_range.start, byte_range.end)
+            step = self.bytes_confirmed - confirmed
+            if step > 0:
+                self._report_step = step
             if held and self.ready and self._wake is not None:
                 self._wake()  # the receiver caught up: the writer may send more
             self._check_delivered()
@@ -444,13 +460,18 @@ class OutgoingMessage:
         return window is not None and self.bytes_sent - self.bytes_confirmed >= window
 
     def _current_report_window(self):
-        # report_window, or start_window (the smaller) while no REPORT has confirmed any byte of the message yet
-        # (and start_wait has not run out).
+        # report_window; with start_window: start_window until a REPORT confirmed some of the message (or
+        # report_window once start_wait ran out without one), then REPORT_STEPS_IN_FLIGHT times the last REPORT's
+        # step.
         window = self.report_window
-        if window is not None and self.start_window is not None and not self._reported.starts \
-                and not self._start_over:
-            return min(window, self.start_window)
-        return window
+        if window is None or self.start_window is None:
+            return window
+        step = self._report_step
+        if step is None:
+            grown = window if self._start_over else self.start_window
+        else:
+            grown = REPORT_STEPS_IN_FLIGHT * step
+        return grown if grown < window else window
 
     def _start_start_timer(self):
         # After start_wait seconds without a REPORT, let the message go on paced on report_window alone.
@@ -463,7 +484,7 @@ class OutgoingMessage:
         if self._start_over or self.outcome.ready():
             return
         self._start_over = True
-        if not self._reported.starts and self._wake is not None and not self._finished_sending:
+        if self._report_step is None and self._wake is not None and not self._finished_sending:
             self._wake()  # held back by the start window: the writer may send more
 
     def _watch(self, timeout):

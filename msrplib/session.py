@@ -38,10 +38,15 @@ from msrplib.protocol import (
     ContentDispositionHeader, MSRPHeader)
 from msrplib.transport import (
     make_report, MSRPTransactionError, MSRPTransport, ConnectionClosed, ConnectionDone, ConnectionLost)
+from msrplib.message import REPORT_STEPS_IN_FLIGHT
 from msrplib.trafficlog import wants_chunks
 
 __all__ = ['MSRPSession', 'GreenMSRPSession', 'MSRPSessionError', 'SessionState', 'Failure',
            'contains_mime_type', 'LocalResponse', 'Response200OK', 'Response408Timeout']
+
+
+# Bytes a relay's connection to this end holds for sure when the socket cannot tell (see RELAY_PATH_BYTES).
+_UNKNOWN_PATH_BYTES = 64 * 1024
 
 
 class MSRPSessionError(MSRPError):
@@ -195,16 +200,22 @@ class MSRPSession:
     much body, while its windows have room and nothing else is queued),
     ``RELAY_WRITE_BYTES`` (24 KiB: the same limit through a relay), ``REPORT_WINDOW``
     (1 MiB: through a relay, bytes of a message sent ahead of the receiver's
-    Success-Reports), ``RELAY_START_WINDOW`` (8 KiB: through a relay, bytes
+    Success-Reports, at most), ``RELAY_START_WINDOW`` (8 KiB: through a relay, bytes
     of a message sent before the receiver's first Success-Report; a message
-    larger than this is paced on the receiver's REPORTs), ``RELAY_START_WAIT``
+    larger than this is paced on the receiver's REPORTs, four report steps
+    ahead of them after the first), ``RELAY_START_WAIT``
     (2 s: how long that start waits for the first Success-Report before the
     message goes on paced on ``REPORT_WINDOW`` alone, for receivers that
     report only whole messages; None: as long as it takes), ``SUCCESS_REPORT_TIMEOUT`` (30 s: longest a message
     waits for a Success-Report before it fails with 408),
     ``PROGRESS_REPORT_INTERVAL`` (256 KiB: while reassembling a message whose
     chunks ask for Success-Reports, a REPORT for the bytes received so far
-    is sent after every such amount; None or 0 disables).
+    is sent after every such amount, and through a relay after the first
+    chunk and then every time the bytes received double up to a quarter of
+    ``RELAY_PATH_BYTES``; None or 0 disables), ``RELAY_PATH_BYTES`` (None:
+    bytes the relay's connection to this end holds for sure, estimated
+    from the socket -- :meth:`MSRPTransport.inbound_path_bytes`, 64 KiB
+    when it cannot tell; set it for a relay with larger write queues).
 
     ``assembler`` (a :class:`msrplib.message.MessageAssembler`) turns on
     reassembly: incoming SEND chunks are collected into whole
@@ -225,6 +236,7 @@ class MSRPSession:
     REPORT_WINDOW = 1024 * 1024
     RELAY_START_WINDOW = 8192
     RELAY_START_WAIT = 2
+    RELAY_PATH_BYTES = None
     SUCCESS_REPORT_TIMEOUT = 30
     PROGRESS_REPORT_INTERVAL = 256 * 1024
     SHUTDOWN_TIMEOUT = 10
@@ -250,7 +262,7 @@ class MSRPSession:
         self._sending_messages = collections.deque()  # OutgoingMessages the writer is sending
         self._outgoing_messages = {}              # Message-ID -> OutgoingMessage not finished yet
         self.assembler = assembler
-        self._progress_reports = None             # Message-ID -> [first, last] not yet reported (made when needed)
+        self._progress_reports = None             # Message-ID -> progress-report state (made when needed)
         self._checked_texts = None                # (header texts, _checks_key()) of a chunk that passed (_check_request)
         self._loop = gevent.get_hub().loop
         self._inline_iteration = None             # hub loop iteration of the last direct write
@@ -939,21 +951,50 @@ class MSRPSession:
         start, end = byte_range.start, byte_range.start + len(chunk.data) - 1
         pending = reports.get(message_id)
         if pending is not None and pending[1] + 1 != start:
-            self._send_progress_report(chunk, pending)  # out of order: report what was contiguous
+            if pending[1] > pending[2]:
+                self._send_progress_report(chunk, pending)  # out of order: report what was contiguous
             pending = None
         if pending is None:
-            pending = reports[message_id] = [start, end]
+            # the range to report, the bytes reported before it, the bytes to report at once, the last such step
+            pending = reports[message_id] = [start, end, start - 1, interval, 0]
             while len(reports) > 1024:
                 reports.popitem(last=False)
-            if start == 1 and self.relayed:
-                # Through a relay the sender sends at most RELAY_START_WINDOW until this first REPORT (it shows
-                # the relays' onward connections carry the message); the range stays pending for the next one.
-                self._send_progress_report(chunk, pending)
+            if self.relayed:
+                if start == 1:
+                    # Through a relay the sender sends at most RELAY_START_WINDOW until this first REPORT (it
+                    # shows the relays' onward connections carry the message).
+                    self._send_progress_report(chunk, pending)
+                    pending[0] = end + 1
+                    pending[2] = pending[4] = end
+                pending[3] = self._relayed_report_step(interval, pending[2], pending[4])
         else:
             pending[1] = end
-        if pending[1] - pending[0] + 1 >= interval:
-            del reports[message_id]
+        if pending[1] - pending[2] >= pending[3]:
             self._send_progress_report(chunk, pending)
+            step = pending[1] - pending[2]
+            pending[0] = pending[1] + 1
+            pending[2] = pending[1]
+            if self.relayed:
+                pending[3] = self._relayed_report_step(interval, pending[2], step)
+                pending[4] = step
+
+    def _relayed_report_step(self, interval, reported, last_step):
+        # Through a relay the sender keeps at most REPORT_STEPS_IN_FLIGHT times the last step beyond what the
+        # REPORTs confirmed (see OutgoingMessage), so the steps set its window: no larger than what the last hop
+        # holds for sure (the relay drops frames beyond that), and growing from the first chunk on -- each step at
+        # most all the bytes reported before and twice the last step, like TCP's slow start, for the relays'
+        # onward connections, whose buffers grow with use.  Never more than twice the last step: the sender's
+        # window (four last steps) must let the next step's bytes through.
+        capacity = self.RELAY_PATH_BYTES
+        if capacity is None:
+            inbound = getattr(self.msrp, 'inbound_path_bytes', None)
+            capacity = (inbound() if inbound is not None else None) or _UNKNOWN_PATH_BYTES
+        step = min(interval, capacity // REPORT_STEPS_IN_FLIGHT)
+        if reported:
+            step = min(step, reported)
+        if last_step:
+            step = min(step, 2 * last_step)
+        return max(1, step)
 
     def _send_progress_report(self, chunk, byte_range):
         report = make_report(chunk, 200, 'OK')

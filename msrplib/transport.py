@@ -1161,6 +1161,27 @@ class MSRPTransport:
         except OSError:
             pass
 
+    def inbound_path_bytes(self):
+        """Bytes that the hop delivering to this end holds for sure, estimated from this socket; None if unknown.
+
+        A relay (Kamailio) forwards every frame it reads at once and drops
+        its connection to us when more than a small queue (32 KiB) waits
+        for the socket.  What the socket takes for sure is the relay's send
+        buffer as Linux starts it (about 20 segments: at least 16 segments
+        of data) and our receive window as it starts (64 KiB); both grow
+        later, but not dependably while we read slowly.  So: 16 segments
+        + 64 KiB, from this connection's segment size -- about 87 KB on a
+        1500-byte-MTU link, over 1 MB on loopback.  None when the socket
+        does not tell its segment size.
+        """
+        try:
+            segment = self._sock.getsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_MAXSEG)
+        except (OSError, AttributeError, ValueError, TypeError):
+            return None
+        if not isinstance(segment, int) or segment <= 0:
+            return None
+        return 16 * segment + 65536
+
     def loseConnection(self, wait=True):
         """Close the connection after writing what is queued.
 

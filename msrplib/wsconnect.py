@@ -61,6 +61,10 @@ class WebSocketSocket:
         self._closed = False
         self._broken = False           # a write was cut short: the stream may end inside a frame
 
+    def getsockopt(self, *args):
+        """The underlying socket's option (``socket.getsockopt``)."""
+        return self._sock.getsockopt(*args)
+
     # -- reading
 
     def recv(self, size):

@@ -2,6 +2,7 @@
 
     sudo python3 test/relay/netns_probe.py [--size MiB] [--runs N] [--mtu BYTES] [--tls]
                                            [--window BYTES] [--interval BYTES]
+                                           [--stall-after BYTES --stall-for SECONDS] [--rate MB/s]
 
 On loopback (64 KiB segments) the kernel buffers on Kamailio's connection to
 the receiver hold megabytes from the start; over a link with a 1500-byte MTU
@@ -13,7 +14,9 @@ host's veth address, runs the receiver (an ``AcceptorRelay`` session with a
 ``MessageAssembler`` into a counting sink) in the namespace and the sender
 (``ConnectorRelay``, ``send_large_message``) here, both through the relay.
 ``--window`` sets the sender's ``REPORT_WINDOW``, ``--interval`` the
-receiver's ``PROGRESS_REPORT_INTERVAL`` (default: the library's).  Each run
+receiver's ``PROGRESS_REPORT_INTERVAL`` (default: the library's);
+``--stall-after``/``--stall-for`` stop the receiver process once (it reads
+nothing meanwhile), ``--rate`` makes it a slow consumer.  Each run
 prints whether the message was confirmed, its time, and the lines of
 Kamailio's log that say it dropped a frame.  Needs root and iproute2 (``ip``);
 everything it made is removed at the end.  doc/relay.md ("Flow control")
@@ -40,6 +43,28 @@ MiB = 1024 * 1024
 OVERFLOW_LINES = ('write queue full', 'ct write buffer full')
 
 
+class SlowSink(Sink):
+    """A counting sink that stops the whole receiver process (a blocking sleep: nothing is read meanwhile) for
+    ``stall_for`` seconds once ``stall_after`` bytes were written, and that writes at most ``rate`` MB/s (a slow
+    disk; 0: no limit)."""
+
+    def __init__(self, stall_after, stall_for, rate):
+        super().__init__()
+        self.stall_after, self.stall_for, self.rate = stall_after, stall_for, rate * 1e6
+        self.started = time.monotonic()
+
+    def write(self, data):
+        written = super().write(data)
+        if self.stall_for and self.written >= self.stall_after:
+            time.sleep(self.stall_for)
+            self.stall_for = 0
+        if self.rate:
+            ahead = self.written / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
+        return written
+
+
 def receiver(info):
     """In the namespace: accept one peer through the relay, receive one message, print its size (JSON)."""
     import gevent
@@ -52,7 +77,7 @@ def receiver(info):
     sinks = []
 
     def open_file(message):
-        sinks.append(Sink())
+        sinks.append(SlowSink(info['stall_after'], info['stall_for'], info['rate']))
         return sinks[-1]
     acceptor = AcceptorRelay(settings)
     print(' '.join(str(uri) for uri in acceptor.prepare()), flush=True)
@@ -108,6 +133,7 @@ def run(relay, link, options):
     port = relay.tls_port if options.tls else relay.port
     info = {'domain': relay.domain, 'username': relay.username, 'password': relay.password, 'host': relay.host,
             'port': port, 'tls': options.tls, 'ca': relay.ca_file, 'interval': options.interval,
+            'stall_after': options.stall_after, 'stall_for': options.stall_for, 'rate': options.rate,
             'timeout': options.timeout}
     child = subprocess.Popen(['ip', 'netns', 'exec', link.namespace, sys.executable, os.path.abspath(__file__),
                               '--receiver', json.dumps(info)], stdout=subprocess.PIPE, text=True)
@@ -149,6 +175,10 @@ def main():
     parser.add_argument('--window', type=int, default=0, help="the sender's REPORT_WINDOW (default: the library's)")
     parser.add_argument('--interval', type=int, default=0,
                         help="the receiver's PROGRESS_REPORT_INTERVAL (default: the library's)")
+    parser.add_argument('--stall-after', type=int, default=0,
+                        help='the receiver stops reading once it has that many bytes ... (default 0)')
+    parser.add_argument('--stall-for', type=float, default=0, help='... for that many seconds (default 0: never)')
+    parser.add_argument('--rate', type=float, default=0, help='the receiver takes at most that many MB/s')
     parser.add_argument('--timeout', type=float, default=120)
     parser.add_argument('--receiver', help=argparse.SUPPRESS)
     options = parser.parse_args()
