@@ -18,6 +18,7 @@ message arrives whole.  doc/relay.md ("Flow control") has the bound.
 
 import os
 import signal
+import socket
 
 import gevent
 import pytest
@@ -50,23 +51,58 @@ pytestmark = pytest.mark.timeout(120)
 # The start window on its own (no relay process needed)
 
 
+def report(transport, message, start, end, total):
+    chunk = transport.make_chunk(method='REPORT', message_id=message.message_id)
+    chunk.add_header(StatusHeader('000 200 OK'))
+    chunk.add_header(ByteRangeHeader(decoded=ByteRange(start, end, total)))
+    return chunk
+
+
+def send_while_ready(message, transport):
+    while message.ready:
+        message.next_chunk(transport)
+    return message.bytes_sent
+
+
 def test_start_window_holds_the_message_until_the_first_report():
-    message = OutgoingMessage(b'x' * 100000, 'application/octet-stream', chunk_size=8192, report_window=MiB,
-                              start_window=8192)
+    size = 1000000
+    message = OutgoingMessage(b'x' * size, 'application/octet-stream', chunk_size=8192, report_window=MiB,
+                              start_window=8192, window=1000)
     transport = RecordingTransport().transport
     first = message.next_chunk(transport)
     assert message.bytes_sent == 8192 and not message.ready  # one chunk, then wait for the receiver
-    report = transport.make_chunk(method='REPORT', message_id=message.message_id)
-    report.add_header(StatusHeader('000 200 OK'))
-    report.add_header(ByteRangeHeader(decoded=ByteRange(1, 8192, 100000)))
-    message.handle_report(report)
-    assert message.bytes_confirmed == 8192 and message.ready  # then the report window: the rest may go
-    while message.ready:
-        message.next_chunk(transport)
+    message.handle_report(report(transport, message, 1, 8192, size))
+    assert message.bytes_confirmed == 8192 and message.ready
     assert first.byte_range.start == 1
-    assert message.bytes_sent == message.window * 8192  # now only the hop-by-hop window (no responses here)
+    # then four times the step the receiver's last REPORT confirmed: 4 x 8 KiB beyond the 8 KiB confirmed
+    assert send_while_ready(message, transport) == 8192 + 4 * 8192
+    message.handle_report(report(transport, message, 8193, 16384, size))  # a step of 8 KiB again
+    assert send_while_ready(message, transport) == 16384 + 4 * 8192
+    message.handle_report(report(transport, message, 16385, 32768, size))  # 16 KiB: the window doubles
+    assert send_while_ready(message, transport) == 32768 + 4 * 16384
+    message.handle_report(report(transport, message, 32769, 98304, size))  # 64 KiB
+    assert send_while_ready(message, transport) == 98304 + 4 * 65536
+    message.handle_report(report(transport, message, 98305, 360448, size))  # 256 KiB: 1 MiB, report_window
+    assert send_while_ready(message, transport) == 360448 + MiB if 360448 + MiB < size else size
     with pytest.raises(ValueError):
         OutgoingMessage(b'x', 'text/plain', start_window=0)
+
+
+def test_window_follows_the_receivers_steps_and_stays_under_report_window():
+    size = 4 * MiB
+    message = OutgoingMessage(b'x' * size, 'application/octet-stream', chunk_size=8192, report_window=MiB,
+                              start_window=8192, window=1000)
+    transport = RecordingTransport().transport
+    message.next_chunk(transport)
+    message.handle_report(report(transport, message, 1, 524288, size))  # a receiver with large steps
+    assert send_while_ready(message, transport) == 524288 + MiB  # report_window, not 4 x 512 KiB
+    message.handle_report(report(transport, message, 524289, 532480, size))  # then a step of one chunk
+    assert not message.ready  # 4 x 8 KiB: the window shrinks with the steps
+    assert message.bytes_sent - message.bytes_confirmed > 4 * 8192
+    message.handle_report(report(transport, message, 1, 532480, size))  # nothing new: the step stays
+    assert not message.ready
+    message.handle_report(report(transport, message, 532481, 1572864, size))  # catches up to what was sent
+    assert message.ready and message.bytes_confirmed == message.bytes_sent
 
 
 def test_start_window_ends_after_start_wait_without_a_report():
@@ -108,10 +144,27 @@ def loopback_pair(closing, session_class):
     return direct_pair(closing, assembler=MessageAssembler(), session_class=session_class)
 
 
+def doubling_steps(size, chunk, cap):
+    """The receiver's progress reports for a message of ``size`` bytes in ``chunk``-byte chunks through a relay:
+    the first chunk at once, then each time the bytes received double, in steps of at most ``cap`` bytes (and at
+    most twice the last step), each reported at the first chunk boundary past it; the message's own REPORT at the
+    end."""
+    reports, reported, last = [(1, chunk)], chunk, chunk
+    while True:
+        step = min(cap, reported, 2 * last)
+        end = reported + -(-step // chunk) * chunk  # rounded up to a chunk's end
+        if end >= size:
+            return reports + [(1, size)]
+        reports.append((reported + 1, end))
+        last, reported = end - reported, end
+
+
 def test_relayed_message_waits_for_the_first_report_which_the_receiver_sends_at_once(closing):
-    """Through a relay the sender sends one chunk, the receiver reports it at once, and only then the rest goes
-    (paced on REPORT_WINDOW); the receiver's other reports stay on the PROGRESS_REPORT_INTERVAL grid."""
+    """Through a relay the sender sends one chunk, the receiver reports it at once, and only then the rest goes:
+    the receiver reports each time its bytes double, up to a quarter of RELAY_PATH_BYTES, and the sender keeps
+    at most four of those steps in flight."""
     sa, sb = loopback_pair(closing, RelayedSession)
+    sb.RELAY_PATH_BYTES = 256 * 1024  # steps of at most 64 KiB
     size = 2 * MiB + 5
     with gevent.Timeout(STEP):
         message = sa.send_large_message(os.urandom(size), 'application/octet-stream')
@@ -120,9 +173,59 @@ def test_relayed_message_waits_for_the_first_report_which_the_receiver_sends_at_
         message.wait()
     assert received.size == size and message.confirmed
     assert sa.reports[0] == ((1, 8192), 8192)  # the first chunk, reported before a second one went out
-    interval = sb.PROGRESS_REPORT_INTERVAL
-    assert [r for r, _ in sa.reports[1:]] == [(k * interval + 1, (k + 1) * interval) for k in range(8)] + [(1, size)]
-    assert all(sent - confirmed[1] <= sa.REPORT_WINDOW + sa.RELAY_WRITE_BYTES for confirmed, sent in sa.reports)
+    ranges = [r for r, _ in sa.reports]
+    assert ranges == doubling_steps(size, 8192, 65536)
+    assert ranges[:5] == [(1, 8192), (8193, 16384), (16385, 32768), (32769, 65536), (65537, 131072)]
+    # in flight: never more than four of the last step (+ what one write takes) beyond what was confirmed
+    last = 8192
+    for (start, end), sent in sa.reports[:-1]:
+        assert sent - (start - 1) <= 4 * last + sa.RELAY_WRITE_BYTES, (start, end, sent, last)
+        last = end - start + 1 if start > 1 else end
+
+
+def test_receiver_steps_are_capped_by_what_its_relay_connection_holds(closing):
+    """Without RELAY_PATH_BYTES the receiver asks its transport what the relay's connection to it holds for sure
+    (MSRPTransport.inbound_path_bytes) and never reports in larger steps than a quarter of it: on a link with a
+    1500-byte MTU that is 88,704 bytes, so steps of three chunks and a sender's window of ~96 KiB."""
+    sa, sb = loopback_pair(closing, RelayedSession)
+    sb.PROGRESS_REPORT_INTERVAL = 16 * MiB  # the estimate alone caps the steps
+    sb.msrp.inbound_path_bytes = lambda: 16 * 1448 + 65536  # what a 1500-byte-MTU link gives (this one: loopback)
+    size = 4 * MiB
+    with gevent.Timeout(STEP):
+        message = sa.send_large_message(os.urandom(size), 'application/octet-stream')
+        sb.receive_chunk()
+        message.wait()
+    ranges = [r for r, _ in sa.reports]
+    assert ranges == doubling_steps(size, 8192, 88704 // 4)
+    assert ranges[3:5] == [(32769, 57344), (57345, 81920)]  # 22,176 bytes rounded up to three chunks
+    assert all(sent - confirmed[1] <= 4 * 24576 + sa.RELAY_WRITE_BYTES for confirmed, sent in sa.reports[5:])
+
+
+def test_a_step_is_at_most_twice_the_last_so_the_senders_window_lets_it_through(closing):
+    """The sender keeps four of the last step in flight: however much the estimate of the path grows (a
+    connection's segment size grows on loopback), the next step is at most twice the last, else the receiver
+    would wait for bytes the sender may not send."""
+    sa, sb = loopback_pair(closing, RelayedSession)
+    sb.RELAY_PATH_BYTES = 4 * MiB
+    assert sb._relayed_report_step(256 * 1024, MiB, 24576) == 49152
+    assert sb._relayed_report_step(256 * 1024, 16384, 8192) == 16384  # at most the bytes reported before
+    assert sb._relayed_report_step(256 * 1024, 4 * MiB, 512 * 1024) == 256 * 1024  # at most the interval
+    sb.RELAY_PATH_BYTES = 96 * 1024
+    assert sb._relayed_report_step(256 * 1024, 4 * MiB, 512 * 1024) == 24576  # a quarter of the path
+
+
+def test_inbound_path_bytes_comes_from_the_sockets_segment_size(closing):
+    sa, sb = loopback_pair(closing, RecordingSession)
+    for session in (sa, sb):
+        sock = session.msrp._sock
+        before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+        inbound = session.msrp.inbound_path_bytes()
+        after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+        assert 16 * before + 65536 <= inbound <= 16 * after + 65536 or \
+            16 * after + 65536 <= inbound <= 16 * before + 65536
+        assert inbound > MiB // 2  # loopback: segments of 32 KiB and more
+    sb.msrp._sock.close()
+    assert sb.msrp.inbound_path_bytes() is None  # a socket that cannot tell
 
 
 def test_receiver_that_reports_only_whole_messages_gets_them_after_start_wait(closing):
