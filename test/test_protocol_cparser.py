@@ -26,6 +26,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -72,9 +73,14 @@ class Counts:
 
 
 COUNTS = Counts()
+COUNTING_THREAD = threading.get_ident()  # the thread the comparisons run in (pytest's)
 
 
 def counting_scan(buffer, position, events, *limits):
+    if threading.get_ident() != COUNTING_THREAD:
+        # another thread parsing while a comparison has the C run selected (msrplib.bridge runs a hub thread,
+        # and a session an earlier test left there may get a keep-alive): not one of the compared streams
+        return C_SCAN(buffer, position, events, *limits)
     before = len(events)
     result = C_SCAN(buffer, position, events, *limits)
     counts = COUNTS
