@@ -1,8 +1,8 @@
 """Large messages through Kamailio to a receiver behind a real-MTU link (a veth pair into a network namespace).
 
     sudo python3 test/relay/netns_probe.py [--size MiB] [--runs N] [--mtu BYTES] [--tls]
-                                           [--window BYTES] [--interval BYTES]
-                                           [--stall-after BYTES --stall-for SECONDS] [--rate MB/s]
+                                           [--window BYTES] [--interval BYTES] [--path-bytes BYTES]
+                                           [--stall-after BYTES --stall-for SECONDS] [--rate MB/s] [--report-timeout S]
 
 On loopback (64 KiB segments) the kernel buffers on Kamailio's connection to
 the receiver hold megabytes from the start; over a link with a 1500-byte MTU
@@ -14,7 +14,8 @@ host's veth address, runs the receiver (an ``AcceptorRelay`` session with a
 ``MessageAssembler`` into a counting sink) in the namespace and the sender
 (``ConnectorRelay``, ``send_large_message``) here, both through the relay.
 ``--window`` sets the sender's ``REPORT_WINDOW``, ``--interval`` the
-receiver's ``PROGRESS_REPORT_INTERVAL`` (default: the library's);
+receiver's ``PROGRESS_REPORT_INTERVAL``, ``--path-bytes`` its
+``RELAY_PATH_BYTES`` (default: the library's);
 ``--stall-after``/``--stall-for`` stop the receiver process once (it reads
 nothing meanwhile), ``--rate`` makes it a slow consumer.  Each run
 prints whether the message was confirmed, its time, and the lines of
@@ -86,14 +87,17 @@ def receiver(info):
                                    assembler=MessageAssembler(max_message_size=1 << 40, open_file=open_file))
         if info['interval']:
             session.PROGRESS_REPORT_INTERVAL = info['interval']
+        if info.get('path_bytes'):
+            session.RELAY_PATH_BYTES = info['path_bytes']
         message = session.receive_chunk()
         session.shutdown()
     print(json.dumps({'size': message.size, 'written': sinks[0].written if sinks else None}), flush=True)
 
 
 def ip(*args, namespace=None):
+    """Run ``ip *args`` (in ``namespace``); raises subprocess.CalledProcessError, with ip's stderr, when it fails."""
     command = ['ip'] + (['netns', 'exec', namespace, 'ip'] if namespace else []) + list(args)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 class Link:
@@ -104,7 +108,8 @@ class Link:
         tag = '%d' % os.getpid()
         self.namespace = 'msrpprobe' + tag
         self.host_if, self.peer_if = 'mph' + tag, 'mpr' + tag
-        net = random.randrange(1, 250)
+        used = subprocess.run(['ip', '-o', '-4', 'addr'], capture_output=True, text=True).stdout
+        net = random.choice([n for n in range(1, 250) if ' 10.231.%d.' % n not in used])
         self.host_ip, self.peer_ip = '10.231.%d.1' % net, '10.231.%d.2' % net
         ip('netns', 'add', self.namespace)
         try:
@@ -124,39 +129,81 @@ class Link:
         subprocess.run(['ip', 'netns', 'del', self.namespace], stderr=subprocess.DEVNULL)
 
 
-def run(relay, link, options):
-    """One transfer; returns (confirmed, seconds, comment)."""
+class _Lines:
+    """Lines of a child's stdout (a binary pipe), each read under a deadline without blocking other greenlets."""
+
+    def __init__(self, pipe):
+        self.pipe, self.buffer = pipe, b''
+
+    def readline(self, timeout):
+        """The next line (decoded, stripped); '' at end of file or when ``timeout`` seconds pass first."""
+        import gevent.select
+        deadline = time.monotonic() + timeout
+        while b'\n' not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not gevent.select.select([self.pipe], [], [], left)[0]:
+                return ''
+            data = os.read(self.pipe.fileno(), 65536)
+            if not data:
+                break
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b'\n')
+        return line.decode(errors='replace').strip()
+
+
+def transfer(relay, link, size, tls=False, window=0, interval=0, path_bytes=0, stall_after=0, stall_for=0, rate=0,
+             report_timeout=0, timeout=120):
+    """Send one message of ``size`` bytes from here to a receiver process in ``link``'s namespace, both ends through
+    ``relay`` (a started KamailioRelay on ``link.host_ip``), over TLS when ``tls``.  ``window`` sets the sender's
+    ``REPORT_WINDOW``, ``report_timeout`` its ``SUCCESS_REPORT_TIMEOUT``; ``interval`` the receiver's
+    ``PROGRESS_REPORT_INTERVAL``, ``path_bytes`` its ``RELAY_PATH_BYTES`` (0: the library's defaults for all four);
+    ``stall_after``/``stall_for``/``rate`` as for ``SlowSink``.  Every wait is bounded by ``timeout`` seconds.
+
+    Returns (confirmed, seconds, comment, dropped): whether the message was confirmed, the sender's time from the
+    call to the end of ``message.wait()``, the receiver's JSON line (``{"size": ..., "written": ...}``) when it was
+    confirmed or else why not, and the lines Kamailio logged meanwhile that say it dropped a frame."""
     import gevent
     from msrplib.protocol import URI
     from msrplib.relay import ConnectorRelay
     from msrplib.session import GreenMSRPSession
-    port = relay.tls_port if options.tls else relay.port
+    port = relay.tls_port if tls else relay.port
     info = {'domain': relay.domain, 'username': relay.username, 'password': relay.password, 'host': relay.host,
-            'port': port, 'tls': options.tls, 'ca': relay.ca_file, 'interval': options.interval,
-            'stall_after': options.stall_after, 'stall_for': options.stall_for, 'rate': options.rate,
-            'timeout': options.timeout}
+            'port': port, 'tls': tls, 'ca': relay.ca_file, 'interval': interval, 'path_bytes': path_bytes,
+            'stall_after': stall_after, 'stall_for': stall_for, 'rate': rate, 'timeout': timeout}
+    before = len(relay.log_text())
     child = subprocess.Popen(['ip', 'netns', 'exec', link.namespace, sys.executable, os.path.abspath(__file__),
-                              '--receiver', json.dumps(info)], stdout=subprocess.PIPE, text=True)
+                              '--receiver', json.dumps(info)], stdout=subprocess.PIPE, bufsize=0)
+    lines = _Lines(child.stdout)
     connector = None
     session = None
+    started = time.monotonic()
     try:
-        path = [URI.parse(text) for text in child.stdout.readline().split()]
+        path = [URI.parse(text) for text in lines.readline(30).split()]
         if not path:
-            return False, 0.0, 'the receiver did not start'
-        connector = ConnectorRelay(relay.settings(options.tls))
+            return False, 0.0, 'the receiver did not start', []
+        connector = ConnectorRelay(relay.settings(tls))
         with gevent.Timeout(30):
             connector.prepare()
             session = GreenMSRPSession(connector.complete(path))
-        if options.window:
-            session.REPORT_WINDOW = options.window
+        if window:
+            session.REPORT_WINDOW = window
+        if report_timeout:
+            session.SUCCESS_REPORT_TIMEOUT = report_timeout
         started = time.monotonic()
-        message = session.send_large_message(Zeros(options.size * MiB), 'application/octet-stream')
+        message = session.send_large_message(Zeros(size), 'application/octet-stream')
+        timer = gevent.Timeout(timeout)
         try:
-            with gevent.Timeout(options.timeout):
+            with timer:
                 message.wait()
-        except Exception as e:  # the outcome is what this probe reports, whatever it is
-            return False, time.monotonic() - started, str(e)
-        return message.confirmed, time.monotonic() - started, child.stdout.readline().strip()
+        except gevent.Timeout as e:
+            if e is not timer:
+                raise
+            return False, time.monotonic() - started, 'no outcome within %s s' % timeout, _dropped(relay, before)
+        except Exception as e:  # the outcome is what this reports, whatever it is
+            return False, time.monotonic() - started, str(e) or type(e).__name__, _dropped(relay, before)
+        seconds = time.monotonic() - started
+        comment = lines.readline(timeout) if message.confirmed else 'not confirmed'
+        return message.confirmed, seconds, comment or 'the receiver said nothing', _dropped(relay, before)
     finally:
         if session is not None:
             session.shutdown(sync=False)
@@ -164,6 +211,20 @@ def run(relay, link, options):
             connector.cleanup()
         child.kill()
         child.wait()
+        child.stdout.close()
+
+
+def _dropped(relay, before):
+    return [line.strip() for line in relay.log_text()[before:].splitlines()
+            if any(text in line for text in OVERFLOW_LINES)]
+
+
+def run(relay, link, options):
+    """One transfer as the command line asks; returns transfer()'s (confirmed, seconds, comment, dropped)."""
+    return transfer(relay, link, options.size * MiB, tls=options.tls, window=options.window,
+                    interval=options.interval, path_bytes=options.path_bytes, stall_after=options.stall_after,
+                    stall_for=options.stall_for, rate=options.rate, report_timeout=options.report_timeout,
+                    timeout=options.timeout)
 
 
 def main():
@@ -175,10 +236,14 @@ def main():
     parser.add_argument('--window', type=int, default=0, help="the sender's REPORT_WINDOW (default: the library's)")
     parser.add_argument('--interval', type=int, default=0,
                         help="the receiver's PROGRESS_REPORT_INTERVAL (default: the library's)")
+    parser.add_argument('--path-bytes', type=int, default=0,
+                        help="the receiver's RELAY_PATH_BYTES (default: the library's estimate)")
     parser.add_argument('--stall-after', type=int, default=0,
                         help='the receiver stops reading once it has that many bytes ... (default 0)')
     parser.add_argument('--stall-for', type=float, default=0, help='... for that many seconds (default 0: never)')
     parser.add_argument('--rate', type=float, default=0, help='the receiver takes at most that many MB/s')
+    parser.add_argument('--report-timeout', type=float, default=0,
+                        help="the sender's SUCCESS_REPORT_TIMEOUT (default: the library's)")
     parser.add_argument('--timeout', type=float, default=120)
     parser.add_argument('--receiver', help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -190,10 +255,7 @@ def main():
     try:
         with KamailioRelay(host=link.host_ip, debug=1) as relay:
             for number in range(1, options.runs + 1):
-                before = len(relay.log_text())
-                confirmed, seconds, comment = run(relay, link, options)
-                dropped = [line.strip() for line in relay.log_text()[before:].splitlines()
-                           if any(text in line for text in OVERFLOW_LINES)]
+                confirmed, seconds, comment, dropped = run(relay, link, options)
                 print('run %d: %s in %.1f s; %s; Kamailio dropped frames: %s'
                       % (number, 'confirmed' if confirmed else 'FAILED', seconds, comment[:120],
                          dropped[0][:160] if dropped else 'no'), flush=True)
