@@ -984,12 +984,14 @@ class MSRPSession:
         # holds for sure (the relay drops frames beyond that), and growing from the first chunk on -- each step at
         # most all the bytes reported before and twice the last step, like TCP's slow start, for the relays'
         # onward connections, whose buffers grow with use.  Never more than twice the last step: the sender's
-        # window (four last steps) must let the next step's bytes through.
+        # window (four last steps) must let the next step's bytes through.  Messages received at the same time share
+        # the path: each gets its part.
         capacity = self.RELAY_PATH_BYTES
         if capacity is None:
             inbound = getattr(self.msrp, 'inbound_path_bytes', None)
             capacity = (inbound() if inbound is not None else None) or _UNKNOWN_PATH_BYTES
-        step = min(interval, capacity // REPORT_STEPS_IN_FLIGHT)
+        sharing = len(self._progress_reports or ()) or 1
+        step = min(interval, capacity // (REPORT_STEPS_IN_FLIGHT * sharing))
         if reported:
             step = min(step, reported)
         if last_step:

@@ -214,6 +214,31 @@ def test_a_step_is_at_most_twice_the_last_so_the_senders_window_lets_it_through(
     assert sb._relayed_report_step(256 * 1024, 4 * MiB, 512 * 1024) == 24576  # a quarter of the path
 
 
+def test_messages_received_at_once_share_the_path(closing):
+    """Two large messages at the same time through one session: the receiver gives each half of the path, so the
+    bytes in flight of both stay within RELAY_PATH_BYTES (+ a write and the steps set before the second began)."""
+    sa, sb = loopback_pair(closing, RelayedSession)
+    sb.RELAY_PATH_BYTES = 256 * 1024  # one message alone: steps of 64 KiB
+    size = 2 * MiB
+    samples = []
+    with gevent.Timeout(STEP):
+        messages = [sa.send_large_message(os.urandom(size), 'application/octet-stream') for _ in range(2)]
+
+        def sample():
+            while not all(m.done for m in messages):
+                samples.append([m.bytes_sent - m.bytes_confirmed for m in messages])
+                gevent.sleep(0.001)
+        sampler = gevent.spawn(sample)
+        received = [sb.receive_chunk(), sb.receive_chunk()]
+        for message in messages:
+            message.wait()
+        sampler.kill()
+    assert sorted(m.size for m in received) == [size, size] and all(m.confirmed for m in messages)
+    assert max(sum(sample) for sample in samples[len(samples) // 4:]) <= 256 * 1024 + 2 * sa.RELAY_WRITE_BYTES
+    # both started at once (one chunk each until its first REPORT): every step is at most half of 64 KiB
+    assert max(r[1] - r[0] + 1 for r, _ in sa.reports if r[0] > 1) == 32768
+
+
 def test_inbound_path_bytes_comes_from_the_sockets_segment_size(closing):
     sa, sb = loopback_pair(closing, RecordingSession)
     for session in (sa, sb):
