@@ -17,6 +17,8 @@ import importlib.util
 import logging
 import select as _select
 import socket as _stdlib_socket
+import struct
+import sys
 
 import gevent
 import gevent.socket
@@ -62,6 +64,13 @@ def _twisted_errors():
 
 
 _TwistedClosed, _TwistedDone, _TwistedLost = _twisted_errors()
+
+
+# Linux's struct tcp_info: tcpi_advmss, the segment size this end advertised, is the u32 at byte 84.
+_TCP_INFO = getattr(_stdlib_socket, 'TCP_INFO', None) if sys.platform.startswith('linux') else None
+_TCP_INFO_SIZE = 88
+_ADVMSS_OFFSET = 84
+_ADVMSS = struct.Struct('=I')
 
 
 class ConnectionClosed(_TwistedClosed):
@@ -1167,16 +1176,24 @@ class MSRPTransport:
         A relay (Kamailio) forwards every frame it reads at once and drops
         its connection to us when more than a small queue (32 KiB) waits
         for the socket.  What the socket takes for sure is the relay's send
-        buffer as Linux starts it (about 20 segments: at least 16 segments
-        of data) and our receive window as it starts (64 KiB); both grow
-        later, but not dependably while we read slowly.  So: 16 segments
-        + 64 KiB, from this connection's segment size -- about 87 KB on a
-        1500-byte-MTU link, over 1 MB on loopback.  None when the socket
-        does not tell its segment size.
+        buffer as Linux starts it (20 segments of the size this end
+        advertised, headers included: at least 16 segments of data) and our
+        receive window as it starts (64 KiB); both grow later, but not
+        dependably while we read slowly.  So: 16 segments + 64 KiB, from
+        the segment size this end advertised (TCP_INFO on Linux, else
+        TCP_MAXSEG) -- about 87 KB on a 1500-byte-MTU link, 1.1 MB on
+        loopback.  None when the socket does not tell.
         """
+        sock = self._sock
+        segment = None
         try:
-            segment = self._sock.getsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_MAXSEG)
-        except (OSError, AttributeError, ValueError, TypeError):
+            if _TCP_INFO is not None:
+                info = sock.getsockopt(_stdlib_socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+                if isinstance(info, bytes) and len(info) >= _TCP_INFO_SIZE:
+                    segment = _ADVMSS.unpack_from(info, _ADVMSS_OFFSET)[0]
+            if not segment:
+                segment = sock.getsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_MAXSEG)
+        except (OSError, AttributeError, ValueError, TypeError, struct.error):
             return None
         if not isinstance(segment, int) or segment <= 0:
             return None

@@ -19,6 +19,7 @@ message arrives whole.  doc/relay.md ("Flow control") has the bound.
 import os
 import signal
 import socket
+import struct
 
 import gevent
 import pytest
@@ -239,16 +240,15 @@ def test_messages_received_at_once_share_the_path(closing):
     assert max(r[1] - r[0] + 1 for r, _ in sa.reports if r[0] > 1) == 32768
 
 
-def test_inbound_path_bytes_comes_from_the_sockets_segment_size(closing):
+def test_inbound_path_bytes_comes_from_the_segment_size_this_end_advertised(closing):
+    """16 segments + 64 KiB: Linux starts the relay's send buffer at 20 segments of the size the receiver
+    advertised (its tcp_info advmss: 65,483 bytes on loopback, 1,448 at MTU 1500)."""
     sa, sb = loopback_pair(closing, RecordingSession)
     for session in (sa, sb):
-        sock = session.msrp._sock
-        before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
-        inbound = session.msrp.inbound_path_bytes()
-        after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
-        assert 16 * before + 65536 <= inbound <= 16 * after + 65536 or \
-            16 * after + 65536 <= inbound <= 16 * before + 65536
-        assert inbound > MiB // 2  # loopback: segments of 32 KiB and more
+        info = session.msrp._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        advmss = struct.unpack_from('I', info, 84)[0]
+        assert advmss == 65483  # loopback's MTU (65,536) less the IP and TCP headers with timestamps
+        assert session.msrp.inbound_path_bytes() == 16 * advmss + 65536
     sb.msrp._sock.close()
     assert sb.msrp.inbound_path_bytes() is None  # a socket that cannot tell
 
