@@ -99,6 +99,17 @@ def test_transports_over_a_websocket_exchange_chunks_one_message_each(servers, t
     tb.loseConnection()
 
 
+@pytest.mark.parametrize('tls', [False, True], ids=['ws', 'wss'])
+def test_inbound_path_bytes_over_a_websocket_comes_from_the_tcp_socket(servers, tls):
+    # what a relay's WebSocket connection to this end holds: the same estimate as over plain TCP (loopback here)
+    ta, tb = transport_pair(servers, tls)
+    for transport in (ta, tb):
+        assert transport._sock.getsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_MAXSEG) > 0  # passed on
+        assert transport.inbound_path_bytes() == 16 * 65483 + 65536  # loopback's advertised segment size
+    ta.loseConnection()
+    tb.loseConnection()
+
+
 def test_closing_sends_a_close_frame_the_other_side_sees_as_a_clean_close(servers):
     ta, tb = transport_pair(servers)
     ta.loseConnection()
