@@ -436,8 +436,9 @@ class MSRPSession:
         it; through a relay a message larger than ``RELAY_START_WINDOW``
         always does, and is paced on those REPORTs: at most
         ``RELAY_START_WINDOW`` bytes until the first one (or for
-        ``RELAY_START_WAIT`` seconds), then ``REPORT_WINDOW`` beyond what
-        they confirm (see
+        ``RELAY_START_WAIT`` seconds), then four times the bytes the last
+        one newly confirmed, at most ``REPORT_WINDOW``, beyond what they
+        confirm (see
         :class:`~msrplib.message.OutgoingMessage` ``report_window`` and
         ``start_window``; doc/relay.md says why).  A
         message waiting for REPORTs fails with 408 when none comes within
@@ -949,34 +950,32 @@ class MSRPSession:
         if reports is None:
             reports = self._progress_reports = collections.OrderedDict()
         start, end = byte_range.start, byte_range.start + len(chunk.data) - 1
+        # per message: [bytes reported (from the first), last byte received, bytes to report at once, last step]
         pending = reports.get(message_id)
         if pending is not None and pending[1] + 1 != start:
-            if pending[1] > pending[2]:
-                self._send_progress_report(chunk, pending)  # out of order: report what was contiguous
+            if pending[1] > pending[0]:
+                self._send_progress_report(chunk, pending[0] + 1, pending[1])  # out of order: what was contiguous
             pending = None
         if pending is None:
-            # the range to report, the bytes reported before it, the bytes to report at once, the last such step
-            pending = reports[message_id] = [start, end, start - 1, interval, 0]
+            pending = reports[message_id] = [start - 1, end, interval, 0]
             while len(reports) > 1024:
                 reports.popitem(last=False)
             if self.relayed:
                 if start == 1:
                     # Through a relay the sender sends at most RELAY_START_WINDOW until this first REPORT (it
                     # shows the relays' onward connections carry the message).
-                    self._send_progress_report(chunk, pending)
-                    pending[0] = end + 1
-                    pending[2] = pending[4] = end
-                pending[3] = self._relayed_report_step(interval, pending[2], pending[4])
+                    self._send_progress_report(chunk, 1, end)
+                    pending[0] = pending[3] = end
+                pending[2] = self._relayed_report_step(interval, pending[0], pending[3])
         else:
             pending[1] = end
-        if pending[1] - pending[2] >= pending[3]:
-            self._send_progress_report(chunk, pending)
-            step = pending[1] - pending[2]
-            pending[0] = pending[1] + 1
-            pending[2] = pending[1]
+        step = pending[1] - pending[0]
+        if step >= pending[2]:
+            self._send_progress_report(chunk, pending[0] + 1, pending[1])
+            pending[0] = pending[1]
             if self.relayed:
-                pending[3] = self._relayed_report_step(interval, pending[2], step)
-                pending[4] = step
+                pending[2] = self._relayed_report_step(interval, pending[0], step)
+                pending[3] = step
 
     def _relayed_report_step(self, interval, reported, last_step):
         # Through a relay the sender keeps at most REPORT_STEPS_IN_FLIGHT times the last step beyond what the
@@ -998,11 +997,10 @@ class MSRPSession:
             step = min(step, 2 * last_step)
         return max(1, step)
 
-    def _send_progress_report(self, chunk, byte_range):
+    def _send_progress_report(self, chunk, first, last):
         report = make_report(chunk, 200, 'OK')
         if report is not None:
-            report.headers['Byte-Range'] = ByteRangeHeader(
-                decoded=ByteRange(byte_range[0], byte_range[1], chunk.byte_range.total))
+            report.headers['Byte-Range'] = ByteRangeHeader(decoded=ByteRange(first, last, chunk.byte_range.total))
             self._send_report(report)
 
     def _send_report(self, report):
